@@ -1,0 +1,7 @@
+"""Benchmarks: side-by-side measurements in one run, reported as ratios against a baseline.
+
+Each benchmark module exposes ``run(quick: bool) -> dict`` and is listed in ``BENCHMARKS``;
+``python -m genlab.bench`` runs them and writes ``outputs/bench/<timestamp>.json``.
+"""
+
+BENCHMARKS = ["genlab.bench.vae_throughput"]

@@ -1,0 +1,1 @@
+"""Lightning callbacks: image grids of samples and reconstructions."""

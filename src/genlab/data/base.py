@@ -1,0 +1,234 @@
+"""In-memory tensor DataModules: decode a dataset once, then serve batches by slicing.
+
+Every image source decodes its files once into a ``uint8`` tensor of integer levels
+``(N, C, H, W)`` with values in ``[0, L)`` plus ``int64`` labels ``(N,)``. A batch is an index slice of
+that tensor, turned into floats by one vectorised ``represent`` call: no per-item PIL or
+``ToTensor`` work in the training loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import lightning as L
+import torch
+
+from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError
+
+REPRESENTATIONS = ("continuous", "dequantized", "binarized")
+BINARIZATIONS = ("static", "dynamic")
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class TensorBatchLoader:
+    """Iterate over ``(x, y)`` batches sliced from tensors held in memory.
+
+    Shuffles with a permutation seeded by ``seed + epoch`` (the epoch counts calls to ``__iter__``),
+    so every process of a distributed run draws the same permutation and takes its own shard
+    ``perm[rank::world_size]``. Training shards are cut to equal length (as ``DistributedSampler``
+    with ``drop_last``); evaluation shards are not padded, so each example counts exactly once.
+
+    Args:
+        levels: ``(N, ...)`` integer-level tensor (any dtype).
+        labels: ``(N,)`` int64 labels.
+        batch_size: examples per batch (> 0).
+        transform: maps a ``(B, ...)`` slice of ``levels`` to the float batch.
+        shuffle: reshuffle every epoch.
+        drop_last: drop a final partial batch.
+        seed: base seed of the permutation.
+        rank, world_size: this process's shard of a distributed run.
+    """
+
+    def __init__(
+        self,
+        levels: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        transform: Callable[[torch.Tensor], torch.Tensor],
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size <= 0:
+            raise ConfigError(f"batch_size must be positive, got {batch_size}")
+        self.levels, self.labels = levels, labels
+        self.batch_size, self.transform = batch_size, transform
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def _num_local(self) -> int:
+        n = len(self.levels)
+        if self.shuffle:  # equal shards, as DistributedSampler(drop_last=True)
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def __len__(self) -> int:
+        n = self._num_local()
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.levels)
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            index = torch.randperm(n, generator=g)[self.rank :: self.world_size][: self._num_local()]
+        else:
+            index = torch.arange(self.rank, n, self.world_size)
+        self.epoch += 1
+        for b in range(len(self)):
+            idx = index[b * self.batch_size : (b + 1) * self.batch_size]
+            if not self.shuffle and self.world_size == 1:
+                sl = slice(int(idx[0]), int(idx[-1]) + 1)  # contiguous: a view, no gather
+                yield self.transform(self.levels[sl]), self.labels[sl]
+            else:
+                yield self.transform(self.levels[idx]), self.labels[idx]
+
+
+def split_off(levels: torch.Tensor, labels: torch.Tensor, fraction: float, seed: int) -> tuple[Batch, Batch]:
+    """Split ``(levels, labels)`` into ``(rest, held_out)`` with a seeded permutation.
+
+    ``held_out`` has ``round(fraction * N)`` examples (at least 1 when ``fraction > 0``).
+
+    Raises:
+        ConfigError: if ``fraction`` is outside ``[0, 1)``.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"a split fraction must be in [0, 1), got {fraction}")
+    n = len(levels)
+    k = max(1, round(fraction * n)) if fraction > 0 else 0
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    rest, held = perm[k:].sort().values, perm[:k].sort().values
+    return (levels[rest], labels[rest]), (levels[held], labels[held])
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Base DataModule for image sources decoded once into memory.
+
+    Subclasses set ``shape``, ``levels``, ``num_classes`` (class attributes or in ``__init__``) and
+    implement ``load_splits() -> {"train": (levels, labels), "val": ..., "test": ...}`` where
+    ``levels`` is ``(N, C, H, W)`` with integer values in ``[0, self.levels)``.
+
+    Args:
+        batch_size: training batch size.
+        eval_batch_size: validation/test batch size (default: ``batch_size``).
+        representation: ``continuous`` (``k / (L - 1)``), ``dequantized`` (``(k + u) / L``, fresh noise
+            every training batch, fixed seeded noise for val/test), or ``binarized``.
+        binarize: ``static`` (threshold at ``threshold``) or ``dynamic`` (a fresh Bernoulli draw with
+            probability ``k / (L - 1)`` every training batch, one seeded draw for val/test;
+            Salakhutdinov & Murray 2008).
+        threshold: static binarization threshold on ``k / (L - 1)``.
+        seed: seed of splits, shuffling and evaluation noise.
+
+    Raises:
+        ConfigError: for an unknown representation or binarization, or binarizing a source that
+            does not allow it.
+    """
+
+    shape: tuple[int, ...] = ()
+    levels: int = 256
+    num_classes: int | None = None
+    allow_binarized: bool = True
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        representation: str = "continuous",
+        binarize: str = "static",
+        threshold: float = 0.5,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if representation not in REPRESENTATIONS:
+            raise ConfigError(
+                f"unknown data.representation={representation!r}; choose one of {REPRESENTATIONS}"
+            )
+        if binarize not in BINARIZATIONS:
+            raise ConfigError(f"unknown data.binarize={binarize!r}; choose one of {BINARIZATIONS}")
+        if representation == "binarized" and not self.allow_binarized:
+            raise ConfigError(
+                f"{type(self).__name__} cannot be binarized (binarization is for the MNIST family); "
+                "use data.representation=continuous or dequantized"
+            )
+        if batch_size <= 0 or (eval_batch_size is not None and eval_batch_size <= 0):
+            raise ConfigError(f"data.batch_size must be positive, got {batch_size}/{eval_batch_size}")
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.representation, self.binarize, self.threshold = representation, binarize, threshold
+        self.seed = seed
+        self.splits: dict[str, Batch] = {}
+        self._eval_x: dict[str, torch.Tensor] = {}
+
+    # --- what subclasses provide -------------------------------------------------------------
+    def load_splits(self) -> dict[str, Batch]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- the data description ------------------------------------------------------------------
+    @property
+    def spec(self) -> DataSpec:
+        """The :class:`DataSpec` models are built from; known before any file is read."""
+        kind = {"continuous": "levels", "dequantized": "dequantized", "binarized": "binary"}
+        levels = 2 if self.representation == "binarized" else self.levels
+        return DataSpec(self.shape, kind[self.representation], levels, self.num_classes)
+
+    # --- levels -> float batches ---------------------------------------------------------------
+    def represent(self, levels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Map integer levels ``(B, ...)`` in ``[0, L)`` to floats in ``[0, 1]`` per ``representation``.
+
+        Returns ``(B, ...)`` float32: ``k/(L-1)``; ``(k+u)/L`` in ``[0, 1)``; or ``{0., 1.}``.
+        """
+        k = levels.float()
+        if self.representation == "dequantized":
+            u = torch.rand(k.shape, generator=generator)
+            return (k + u) / self.levels
+        x = k / (self.levels - 1)
+        if self.representation == "binarized":
+            if self.binarize == "dynamic":
+                return torch.bernoulli(x, generator=generator)
+            return (x > self.threshold).float()
+        return x
+
+    # --- Lightning hooks -----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if not self.splits:
+            self.splits = self.load_splits()
+            for name, (lv, _) in self.splits.items():
+                if lv.ndim != len(self.shape) + 1 or tuple(lv.shape[1:]) != tuple(self.shape):
+                    raise ValueError(f"{name} split has shape {tuple(lv.shape)}, expected (N, *{self.shape})")
+
+    def _eval_tensor(self, split: str) -> torch.Tensor:
+        """Val/test floats computed once, with seeded noise, so every evaluation sees the same data."""
+        if split not in self._eval_x:
+            g = torch.Generator().manual_seed(self.seed + 7919)
+            self._eval_x[split] = self.represent(self.splits[split][0], generator=g)
+        return self._eval_x[split]
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def train_dataloader(self) -> TensorBatchLoader:
+        lv, y = self.splits["train"]
+        rank, world = self._rank_world()
+        return TensorBatchLoader(
+            lv, y, self.batch_size, self.represent, shuffle=True, drop_last=True,
+            seed=self.seed, rank=rank, world_size=world,
+        )  # fmt: skip
+
+    def _eval_loader(self, split: str) -> TensorBatchLoader:
+        rank, world = self._rank_world()
+        x, y = self._eval_tensor(split), self.splits[split][1]
+        return TensorBatchLoader(x, y, self.eval_batch_size, lambda t: t, rank=rank, world_size=world)
+
+    def val_dataloader(self) -> TensorBatchLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> TensorBatchLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,1 @@
+"""Metrics: likelihood units and evaluation helpers."""

@@ -1,0 +1,1 @@
+"""Generative models, one module per family, all implementing ``genlab.models.base.GenerativeModel``."""

@@ -1,0 +1,1 @@
+"""Reusable networks: MLP and convolutional encoders/decoders, and pixel likelihoods."""

@@ -1,0 +1,84 @@
+"""Train any genlab model on any DataModule: ``python -m genlab.train model=vae_cnn data=mnist``.
+
+Composes ``conf/train.yaml``, fits (resuming from ``ckpt_path`` when given), tests the best
+checkpoint, writes ``metrics.json`` and sample/reconstruction grids into the run folder, and returns
+``cfg.optimized_metric`` for Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from genlab.callbacks.images import ImageGrids
+from genlab.utils.console import print_summary
+from genlab.utils.runs import instantiate_all, output_dir, run_cli, write_metrics
+
+
+def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
+    """Wall time of ``model.sample(n)`` divided by ``n`` (``None`` for models that cannot sample)."""
+    if not model.can("sample") or n <= 0:
+        return None
+    model.eval()
+    start = time.perf_counter()
+    model.sample(n)
+    return (time.perf_counter() - start) / n
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``)."""
+    out = output_dir()
+    if (out / "metrics.json").exists():
+        from genlab.errors import ConfigError
+
+        raise ConfigError(f"{out} already holds a finished run; choose a new hydra.run.dir")
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model, data_spec=datamodule.spec.to_dict(), _convert_="all")
+    model.genlab_meta = {
+        "model_target": cfg.model._target_,
+        "data": OmegaConf.to_container(cfg.data, resolve=True),
+    }
+    callbacks = instantiate_all(cfg.get("callbacks"))
+    loggers = instantiate_all(cfg.get("logger"))
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
+
+    metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+    metrics.update({f"test/{k}": v for k, v in model.describe().items()})
+    if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_score is not None:
+        metrics["val/best_loss"] = trainer.checkpoint_callback.best_model_score
+    if not trainer.is_global_zero:
+        return None
+    metrics["sample/seconds_per_sample"] = seconds_per_sample(model)
+    grids = next((c.paths for c in callbacks if isinstance(c, ImageGrids)), {})
+    artifacts = {name: str(p) for name, p in grids.items()}
+    if best:
+        artifacts["checkpoint"] = best
+    path = write_metrics(out / "metrics.json", metrics, cfg, artifacts=artifacts)
+    print_summary("test", metrics, artifacts, path)
+    name = cfg.get("optimized_metric")
+    return None if not name or metrics.get(name) is None else float(metrics[name])
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point (``genlab-train``); see :func:`train`."""
+    return run_cli(train, cfg)
+
+
+if __name__ == "__main__":
+    main()

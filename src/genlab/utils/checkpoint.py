@@ -1,0 +1,53 @@
+"""Rebuild a trained model and its DataModule from a genlab checkpoint alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import get_class, instantiate
+
+from genlab.errors import ConfigError, DataError
+from genlab.models.base import GenerativeModel
+
+
+def read_meta(ckpt_path: str | Path) -> dict[str, Any]:
+    """The ``genlab`` entry of a checkpoint: ``{"model_target": str, "data": dict}``.
+
+    Loaded with ``torch.load(weights_only=True)``: no code in the file is executed.
+
+    Raises:
+        DataError: if the file is missing or not a readable checkpoint.
+        ConfigError: if it is not a genlab checkpoint.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise DataError(f"checkpoint not found: {path} (pass ckpt_path=<run>/checkpoints/<file>.ckpt)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    meta = ckpt.get("genlab") if isinstance(ckpt, dict) else None
+    if not meta or "model_target" not in meta:
+        raise ConfigError(
+            f"{path} is not a genlab checkpoint (no 'genlab' entry); train it with genlab.train"
+        )
+    return meta
+
+
+def load_model(ckpt_path: str | Path, **overrides: Any) -> GenerativeModel:
+    """Load the model class named in the checkpoint, ``weights_only``; ``overrides`` replace hparams
+    (e.g. ``iwae_k=1000``)."""
+    meta = read_meta(ckpt_path)
+    cls = get_class(meta["model_target"])
+    return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, **overrides)
+
+
+def build_datamodule(ckpt_path: str | Path, data_dir: str | None = None, **overrides: Any):
+    """The DataModule the checkpoint was trained on, with ``data_dir`` and other settings replaced."""
+    data = dict(read_meta(ckpt_path)["data"])
+    if data_dir is not None:
+        data["data_dir"] = data_dir
+    data.update(overrides)
+    return instantiate(data)

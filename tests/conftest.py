@@ -1,0 +1,83 @@
+"""Shared fixtures: real data from ../shared (a failure under CI=true, a skip elsewhere) and the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need_shared(path: Path) -> Path:
+    """Return ``path`` if it exists; otherwise fail under CI and skip elsewhere."""
+    if path.exists():
+        return path
+    message = f"shared test data missing: {path} (expected ../shared beside the repository)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A torchvision-layout MNIST root with 8,000 train / 2,000 test real digits (from ../shared)."""
+    script = need_shared(SHARED / "scripts" / "mnist_subset.py")
+    need_shared(SHARED / "data" / "mnist-t10k")
+    root = tmp_path_factory.mktemp("mnist")
+    subprocess.run([sys.executable, str(script), str(root)], check=True, capture_output=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def shakespeare_path() -> Path:
+    """The real tiny-shakespeare text."""
+    return need_shared(SHARED / "data" / "tinyshakespeare" / "input.txt")
+
+
+CLI_ENV = {
+    "WANDB_MODE": "offline",
+    "WANDB_SILENT": "true",
+    "HYDRA_FULL_ERROR": "0",
+    "PYTHONWARNINGS": "ignore",
+}
+QUIET = ["logger=csv", "callbacks.rich_progress_bar=null"]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+    """Run ``python -m genlab.<module> <overrides>`` with outputs under ``tmp_path/outputs``.
+
+    Downloads go to ``tmp_path/data`` (never the user's cache). Returns the completed process;
+    its ``.log_dir`` attribute is the outputs folder.
+    """
+    log_dir = tmp_path / "outputs"
+
+    def run(module: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        env = {**os.environ, **CLI_ENV, "GENLAB_DATA_DIR": str(tmp_path / "data")}
+        cmd = [sys.executable, "-m", f"genlab.{module}", f"paths.log_dir={log_dir}", *overrides]
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+        proc.log_dir = log_dir
+        return proc
+
+    return run
+
+
+def run_dirs(log_dir: Path, task: str = "train") -> list[Path]:
+    """The single-run folders of ``task`` under ``log_dir``."""
+    folder = log_dir / task / "runs"
+    return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert the process succeeded, showing its output if not."""
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    )
+    return proc
