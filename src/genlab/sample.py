@@ -33,9 +33,14 @@ def draw(cfg: DictConfig) -> torch.Tensor:
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be cpu, cuda or auto, got {device!r}")
     model = model.to(device).eval()
+    condition = None
+    if cfg.get("condition") is not None:  # class label(s) for class-conditional models
+        labels = OmegaConf.to_container(cfg.condition) if OmegaConf.is_config(cfg.condition) else cfg.condition
+        labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+        condition = labels.repeat(cfg.num_samples // len(labels) + 1)[: cfg.num_samples].to(device)
     torch.manual_seed(cfg.seed)
     with torch.no_grad():
-        x = model.sample(cfg.num_samples).cpu()
+        x = model.sample(cfg.num_samples, condition=condition).cpu()
     out = output_dir()
     torch.save(x, out / "samples.pt")
     print(f"samples: {out / 'samples.pt'} {tuple(x.shape)}")

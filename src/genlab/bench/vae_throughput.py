@@ -81,11 +81,7 @@ def run(quick: bool = False) -> dict:
     """Measure and return ``{"images_per_s": {...}, "ratio_vs_plain_tensors": {...}, ...}``."""
     steps, warmup = (30, 5) if quick else (200, 20)
     root = mnist_root()
-    dm = (
-        MNISTDataModule(str(root), download=False, batch_size=BATCH)
-        if root
-        else DigitsDataModule(batch_size=BATCH)
-    )
+    dm = MNISTDataModule(str(root), download=False, batch_size=BATCH) if root else DigitsDataModule(batch_size=BATCH)
     dm.setup("fit")
     levels, labels = dm.splits["train"]
     x_all = levels.float() / (dm.levels - 1)

@@ -145,9 +145,7 @@ class TensorDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if representation not in REPRESENTATIONS:
-            raise ConfigError(
-                f"unknown data.representation={representation!r}; choose one of {REPRESENTATIONS}"
-            )
+            raise ConfigError(f"unknown data.representation={representation!r}; choose one of {REPRESENTATIONS}")
         if binarize not in BINARIZATIONS:
             raise ConfigError(f"unknown data.binarize={binarize!r}; choose one of {BINARIZATIONS}")
         if representation == "binarized" and not self.allow_binarized:

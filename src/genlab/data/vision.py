@@ -210,7 +210,5 @@ class CIFAR10DataModule(TorchvisionDataModule):
                 "delete the folder and download the data again"
             ) from e
         if len(data) != len(labels):
-            raise DataError(
-                f"CIFAR-10 files in {self.folder} hold {len(data)} images but {len(labels)} labels"
-            )
+            raise DataError(f"CIFAR-10 files in {self.folder} hold {len(data)} images but {len(labels)} labels")
         return data, labels

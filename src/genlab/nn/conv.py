@@ -56,9 +56,7 @@ class ConvDecoder(nn.Module):
         num_params: parameters per data dimension (1 for Bernoulli logits, 2 for mean and scale).
     """
 
-    def __init__(
-        self, latent_dim: int, channels: Sequence[int], shape: Sequence[int], num_params: int = 1
-    ) -> None:
+    def __init__(self, latent_dim: int, channels: Sequence[int], shape: Sequence[int], num_params: int = 1) -> None:
         super().__init__()
         c, h, w = shape
         self.out_shape = (num_params, c, h, w)

@@ -46,9 +46,7 @@ class MLPDecoder(nn.Module):
         num_params: parameters per data dimension (1 for Bernoulli logits, 2 for mean and scale).
     """
 
-    def __init__(
-        self, latent_dim: int, hidden_dims: Sequence[int], shape: Sequence[int], num_params: int = 1
-    ) -> None:
+    def __init__(self, latent_dim: int, hidden_dims: Sequence[int], shape: Sequence[int], num_params: int = 1) -> None:
         super().__init__()
         self.out_shape = (num_params, *shape)
         self.net = mlp(latent_dim, hidden_dims, math.prod(self.out_shape))

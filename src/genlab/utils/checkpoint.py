@@ -30,9 +30,7 @@ def read_meta(ckpt_path: str | Path) -> dict[str, Any]:
         raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
     meta = ckpt.get("genlab") if isinstance(ckpt, dict) else None
     if not meta or "model_target" not in meta:
-        raise ConfigError(
-            f"{path} is not a genlab checkpoint (no 'genlab' entry); train it with genlab.train"
-        )
+        raise ConfigError(f"{path} is not a genlab checkpoint (no 'genlab' entry); train it with genlab.train")
     return meta
 
 
