@@ -61,7 +61,9 @@ def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
 
     def run(module: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
         env = {**os.environ, **CLI_ENV, "GENLAB_DATA_DIR": str(tmp_path / "data")}
-        cmd = [sys.executable, "-m", f"genlab.{module}", f"paths.log_dir={log_dir}", *overrides]
+        flags = [o for o in overrides if o.startswith("-")]  # e.g. -m (multirun) goes before the overrides
+        rest = [o for o in overrides if not o.startswith("-")]
+        cmd = [sys.executable, "-m", f"genlab.{module}", *flags, f"paths.log_dir={log_dir}", *rest]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         proc.log_dir = log_dir
         return proc

@@ -126,11 +126,12 @@ class VAE(GenerativeModel):
         mu, logvar = self.posterior(x)
         std = torch.exp(0.5 * logvar)
         b = len(x)
+        eps = torch.randn(k, *mu.shape, device=mu.device, dtype=mu.dtype)  # drawn up front: chunking-invariant
         chunk = max(1, self.iwae_batch // b)
         out = []
         for start in range(0, k, chunk):
             m = min(chunk, k - start)
-            z = mu + std * torch.randn(m, *mu.shape, device=mu.device, dtype=mu.dtype)  # (m, B, L)
+            z = mu + std * eps[start : start + m]  # (m, B, L)
             params = self.decode(z.reshape(m * b, -1))
             log_px = self.likelihood.log_prob(params, x.repeat(m, *([1] * (x.dim() - 1)))).view(m, b)
             log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
