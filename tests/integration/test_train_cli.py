@@ -1,5 +1,6 @@
 """The real CLI (``python -m genlab.train/eval/sample``) on real data, in a temporary outputs folder."""
 
+import csv
 import json
 import math
 
@@ -53,6 +54,16 @@ def test_digits_vae_learns_then_eval_and_sample_from_its_checkpoint(cli):
     (ev,) = run_dirs(proc.log_dir, "eval")
     e = metrics_of(ev)
     assert e["test/iwae_k"] == 5 and e["test/recon_mse"] == pytest.approx(m["test/recon_mse"], rel=1e-5)
+
+    # resume from the last checkpoint into a new run folder; the first run stays as it was
+    before = (run / "metrics.json").read_text()
+    last = run / "checkpoints" / "last.ckpt"
+    proc = ok(cli("train", *QUIET, f"ckpt_path={last}", "trainer.max_epochs=17", "model.iwae_k=2"))
+    first, resumed = run_dirs(proc.log_dir)
+    assert first == run and (run / "metrics.json").read_text() == before
+    with open(resumed / "csv" / "metrics.csv") as f:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(f) if row["val/loss"]}
+    assert epochs == {15, 16}  # continued after the 15 epochs of the first run
 
     proc = ok(cli("sample", f"ckpt_path={ckpt}", "num_samples=10", "seed=3"))
     (s,) = run_dirs(proc.log_dir, "sample")
@@ -108,11 +119,15 @@ def test_ddp_sim_runs_two_processes_into_one_run_folder(cli):
 
 @pytest.mark.heavy
 def test_wandb_offline_run_holds_metrics_and_images(cli):
+    # two multirun jobs in one process: each must get its own, finished wandb run
     proc = ok(cli(
-        "train", "logger=wandb", "callbacks.rich_progress_bar=null", "trainer.max_epochs=2",
-        "callbacks.image_grids.every_n_epochs=1", "model.iwae_k=2",
+        "train", "-m", "logger=wandb", "callbacks.rich_progress_bar=null", "trainer.max_epochs=2",
+        "callbacks.image_grids.every_n_epochs=1", "model.iwae_k=2", "model.latent_dim=2,3",
     ))  # fmt: skip
-    (run,) = run_dirs(proc.log_dir)
+    (sweep,) = (proc.log_dir / "train" / "multiruns").iterdir()
+    ids = {p.name.rsplit("-", 1)[-1] for p in sweep.glob("*/wandb/offline-run-*")}
+    assert len(ids) == 2
+    run = sweep / "1"
     (wandb_run,) = (run / "wandb").glob("offline-run-*")
     (run_file,) = wandb_run.glob("run-*.wandb")  # the file `wandb sync` uploads
     logged = wandb_logged_values(run_file.read_bytes(), "test/bits_per_dim")
