@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genlab.callbacks.images import ImageGrids
 from genlab.utils.console import print_summary
-from genlab.utils.runs import instantiate_all, output_dir, run_cli, write_metrics
+from genlab.utils.runs import finish_wandb, instantiate_all, output_dir, run_cli, write_metrics
 
 
 def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
@@ -69,6 +69,7 @@ def train(cfg: DictConfig) -> float | None:
     if best:
         artifacts["checkpoint"] = best
     path = write_metrics(out / "metrics.json", metrics, cfg, artifacts=artifacts)
+    finish_wandb(failed=False)  # wandb prints its own summary on finish: ours comes last
     print_summary("test", metrics, artifacts, path)
     name = cfg.get("optimized_metric")
     return None if not name or metrics.get(name) is None else float(metrics[name])
