@@ -60,10 +60,11 @@ def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     log_dir = tmp_path / "outputs"
 
     def run(module: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        env = {**os.environ, **CLI_ENV, "GENLAB_DATA_DIR": str(tmp_path / "data")}
+        # GENLAB_ROOT puts outputs/ in tmp_path through the default paths config, as a user's run would
+        env = {**os.environ, **CLI_ENV, "GENLAB_ROOT": str(tmp_path), "GENLAB_DATA_DIR": str(tmp_path / "data")}
         flags = [o for o in overrides if o.startswith("-")]  # e.g. -m (multirun) goes before the overrides
         rest = [o for o in overrides if not o.startswith("-")]
-        cmd = [sys.executable, "-m", f"genlab.{module}", *flags, f"paths.log_dir={log_dir}", *rest]
+        cmd = [sys.executable, "-m", f"genlab.{module}", *flags, *rest]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         proc.log_dir = log_dir
         return proc

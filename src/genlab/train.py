@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.callbacks.images import ImageGrids
+from genlab.errors import ConfigError
 from genlab.utils.console import print_summary
 from genlab.utils.runs import finish_wandb, instantiate_all, output_dir, run_cli, write_metrics
 
@@ -31,13 +32,33 @@ def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
     return (time.perf_counter() - start) / n
 
 
+def refuse_ddp_in_multirun(cfg: DictConfig) -> None:
+    """Lightning's ``ddp`` launcher re-runs the command line for ranks > 0, which inside a Hydra
+    multirun would start a whole sweep per rank.
+
+    Raises:
+        ConfigError: for a subprocess-launched DDP strategy with more than one device in a multirun.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    strategy = cfg.trainer.get("strategy")
+    name = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    devices = cfg.trainer.get("devices")
+    many = devices == -1 or (isinstance(devices, int) and devices > 1) or not isinstance(devices, int)
+    if HydraConfig.get().mode == RunMode.MULTIRUN and "ddp" in name.lower() and "spawn" not in name and many:
+        raise ConfigError(
+            "DDP (trainer=ddp / ddp_sim) cannot run inside a multirun (-m): Lightning relaunches the "
+            "command line for each rank. Run each DDP job on its own, or use trainer.strategy=ddp_spawn."
+        )
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``)."""
     out = output_dir()
     if (out / "metrics.json").exists():
-        from genlab.errors import ConfigError
-
         raise ConfigError(f"{out} already holds a finished run; choose a new hydra.run.dir")
+    refuse_ddp_in_multirun(cfg)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
 

@@ -57,6 +57,10 @@ def test_bad_inputs_fail_clearly_and_leave_earlier_runs_alone(cli, earlier_run, 
     proc = cli("train", "model.likelihood=bernoulli", *QUIET)
     assert_clear_failure(proc, "data.representation=binarized")
 
+    # DDP inside a multirun would relaunch the whole sweep per rank
+    proc = cli("train", "-m", "trainer=ddp_sim", *QUIET)
+    assert_clear_failure(proc, "cannot run inside a multirun")
+
     # a checkpoint that does not exist
     proc = cli("eval", f"ckpt_path={tmp_path / 'missing.ckpt'}")
     assert_clear_failure(proc, "checkpoint not found")
