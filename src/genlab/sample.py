@@ -1,29 +1,116 @@
 """Sample a trained checkpoint: ``python -m genlab.sample ckpt_path=<file>.ckpt num_samples=64 seed=1``.
 
-Writes ``samples.png`` (a torchvision grid, for image data) and ``samples.pt`` (the tensor
+Image data: writes ``samples.png`` (a torchvision grid) and ``samples.pt`` (the tensor
 ``(num_samples, *shape)`` in the data's value space) into ``outputs/sample/runs/<timestamp>/``.
+
+Text data (a checkpoint whose ``DataSpec`` has a vocabulary, e.g. ``model=gpt data=shakespeare``):
+continues ``prompt`` by ``max_new_tokens`` characters, ``num_samples`` times (default 1), with
+``temperature`` / ``top_k`` / ``top_p``; prints the text and writes it to ``samples.txt`` (samples
+separated by a dashed line) and the token ids to ``samples.pt``. The vocabulary comes from the
+checkpoint alone. The same ``seed`` gives the same text.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
+from genlab.data.text import CharVocab
 from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel
 from genlab.utils.checkpoint import load_model
 from genlab.utils.runs import output_dir, run_cli
+
+IMAGE_SAMPLES, TEXT_SAMPLES = 64, 1
+SEPARATOR = "\n" + "-" * 40 + "\n"
+
+
+def prompt_ids(vocab: str, prompt: Any) -> torch.Tensor:
+    """Token ids ``(P,)`` of ``prompt`` under the character vocabulary ``vocab``.
+
+    An empty or missing prompt is a newline. The two characters ``\\n`` stand for a newline (so a
+    prompt can hold one on the command line).
+
+    Raises:
+        ConfigError: listing the prompt characters outside the vocabulary (or when an empty prompt
+            needs a newline the vocabulary lacks).
+    """
+    text = "" if prompt is None else str(prompt).replace("\\n", "\n")
+    chars = CharVocab(vocab)
+    if not text and "\n" not in chars:
+        raise ConfigError(f"the model's vocabulary has no newline to start from: give a prompt (vocabulary {vocab!r})")
+    text = text or "\n"
+    unknown = chars.unknown(text)
+    if unknown:
+        shown = ", ".join(repr(c) for c in unknown)
+        raise ConfigError(
+            f"prompt characters not in the model's vocabulary: {shown}. The vocabulary ({len(chars)} "
+            f"characters) is {vocab!r}"
+        )
+    return chars.encode(text)
+
+
+def _number(name: str, value: Any, kind: type) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number or null, got {value!r}")
+    return kind(value)
+
+
+def draw_text(cfg: DictConfig, model: GenerativeModel, device: str) -> torch.Tensor:
+    """Continue ``cfg.prompt`` by ``cfg.max_new_tokens`` tokens, ``num_samples`` times; returns ``(N, P + M)`` ids.
+
+    Raises:
+        ConfigError: for unknown prompt characters, ``max_new_tokens < 1``, ``top_k < 1``, ``top_p``
+            outside ``(0, 1]``, or a model that cannot continue a prompt.
+    """
+    if not callable(getattr(model, "generate", None)):
+        raise ConfigError(f"{type(model).__name__} cannot continue a prompt (it has no generate method)")
+    n = TEXT_SAMPLES if cfg.get("num_samples") is None else cfg.num_samples
+    max_new = cfg.get("max_new_tokens")
+    if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1:
+        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new!r}")
+    temperature = _number("temperature", cfg.get("temperature", 1.0), float)
+    top_k = _number("top_k", cfg.get("top_k"), int)
+    top_p = _number("top_p", cfg.get("top_p"), float)
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be >= 1 or null, got {top_k} (values above the vocabulary size are clamped)")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"top_p must be in (0, 1] or null, got {top_p}")
+    if cfg.get("condition") is not None:
+        raise ConfigError("condition applies to class-conditional image models; this text model is unconditional")
+    vocab = model.spec.vocab
+    ids = prompt_ids(vocab, cfg.get("prompt"))
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    with torch.no_grad():
+        out = model.generate(ids.expand(n, -1), max_new, temperature=1.0 if temperature is None else temperature,
+                             top_k=top_k, top_p=top_p, generator=generator).cpu()  # fmt: skip
+    texts = ["".join(vocab[i] for i in row) for row in out.tolist()]
+    folder = output_dir()
+    torch.save(out, folder / "samples.pt")
+    (folder / "samples.txt").write_text(SEPARATOR.join(texts) + "\n", encoding="utf-8")
+    print(SEPARATOR.join(texts))
+    print(f"text: {folder / 'samples.txt'} ({n} x {out.shape[1]} characters, prompt {len(ids)})")
+    return out
 
 
 def draw(cfg: DictConfig) -> torch.Tensor:
     """Draw ``cfg.num_samples`` samples with seed ``cfg.seed``; returns them on the CPU.
 
+    Text checkpoints (a vocabulary in the model's ``DataSpec``) go to :func:`draw_text`.
+
     Raises:
         ConfigError: for ``num_samples <= 0``, an unknown device, or a model that cannot sample.
     """
-    if cfg.num_samples <= 0:
-        raise ConfigError(f"num_samples must be positive, got {cfg.num_samples}")
+    num_samples = cfg.get("num_samples")
+    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
+                                    or num_samples <= 0):  # fmt: skip
+        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
     model = load_model(cfg.ckpt_path, **OmegaConf.to_container(cfg.model_overrides, resolve=True))
     if not model.can("sample"):
         raise ConfigError(f"{type(model).__name__} cannot sample")
@@ -33,14 +120,19 @@ def draw(cfg: DictConfig) -> torch.Tensor:
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be cpu, cuda or auto, got {device!r}")
     model = model.to(device).eval()
+    torch.manual_seed(cfg.seed)
+    if model.spec.vocab is not None:
+        return draw_text(cfg, model, device)
+    if cfg.get("prompt") is not None:
+        raise ConfigError("prompt applies to text models only (this checkpoint's data have no vocabulary)")
+    num_samples = IMAGE_SAMPLES if num_samples is None else num_samples
     condition = None
     if cfg.get("condition") is not None:  # class label(s) for class-conditional models
         labels = OmegaConf.to_container(cfg.condition) if OmegaConf.is_config(cfg.condition) else cfg.condition
         labels = torch.as_tensor(labels, dtype=torch.long).flatten()
-        condition = labels.repeat(cfg.num_samples // len(labels) + 1)[: cfg.num_samples].to(device)
-    torch.manual_seed(cfg.seed)
+        condition = labels.repeat(num_samples // len(labels) + 1)[:num_samples].to(device)
     with torch.no_grad():
-        x = model.sample(cfg.num_samples, condition=condition).cpu()
+        x = model.sample(num_samples, condition=condition).cpu()
     out = output_dir()
     torch.save(x, out / "samples.pt")
     print(f"samples: {out / 'samples.pt'} {tuple(x.shape)}")

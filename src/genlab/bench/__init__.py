@@ -4,4 +4,9 @@ Each benchmark module exposes ``run(quick: bool) -> dict`` and is listed in ``BE
 ``python -m genlab.bench`` runs them and writes ``outputs/bench/<timestamp>.json``.
 """
 
-BENCHMARKS = ["genlab.bench.vae_throughput"]
+BENCHMARKS = [
+    "genlab.bench.vae_throughput",
+    "genlab.bench.classical_fit",
+    "genlab.bench.gpt_speed",
+    "genlab.bench.pixelcnn_sampling",
+]

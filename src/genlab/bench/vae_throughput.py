@@ -19,25 +19,12 @@ import lightning as L
 import torch
 
 from genlab.bench.data import mnist_root
+from genlab.bench.timing import StepTimer
 from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
 from genlab.models.vae import VAE
 
 BATCH = 128
-
-
-class _StepTimer(L.Callback):
-    """Wall time from the start of batch ``warmup`` to the end of training."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end = warmup, 0.0, 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == self.warmup:
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer, pl_module):
-        self.end = time.perf_counter()
 
 
 def _model(spec) -> VAE:
@@ -46,7 +33,7 @@ def _model(spec) -> VAE:
 
 
 def _lightning(dm, steps: int, warmup: int) -> float:
-    timer = _StepTimer(warmup)
+    timer = StepTimer(warmup)
     trainer = L.Trainer(
         max_steps=steps + warmup, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -23,15 +23,21 @@ class DataSpec:
         levels: number of discrete values per dimension in the source data (2 for binary,
             17 for scikit-learn's digits, 256 for 8-bit images).
         num_classes: number of label classes, or ``None`` when unlabelled.
+        vocab: for token data (text), the symbol of every token id in id order, one character each
+            (``len(vocab) == levels``); examples are then int64 ids in ``[0, levels)`` rather than
+            values in ``[0, 1]``. ``None`` for everything else. A plain string, so checkpoints that
+            store the spec can still be loaded with ``weights_only=True``.
 
     Raises:
-        ValueError: for an unknown kind, an empty shape or fewer than 2 levels.
+        ValueError: for an unknown kind, an empty shape, fewer than 2 levels, or a vocabulary whose
+            length differs from ``levels`` or that repeats a symbol.
     """
 
     shape: tuple[int, ...]
     kind: str
     levels: int
     num_classes: int | None = None
+    vocab: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -43,6 +49,8 @@ class DataSpec:
             raise ValueError(f"DataSpec.levels must be >= 2, got {self.levels}")
         if self.kind == "binary" and self.levels != 2:
             raise ValueError("binary data has exactly 2 levels")
+        if self.vocab is not None and (len(self.vocab) != self.levels or len(set(self.vocab)) != self.levels):
+            raise ValueError(f"DataSpec.vocab must hold {self.levels} distinct symbols, got {len(self.vocab)}")
 
     @property
     def num_dims(self) -> int:

@@ -1,0 +1,27 @@
+"""Classical generative models as LightningModules: PCA, linear autoencoder, probabilistic PCA, factor
+analysis, Gaussian mixtures and K-means, all under the ``GenerativeModel`` protocol.
+
+Every model flattens images to ``P = spec.num_dims`` features. Those without gradients
+(:class:`~genlab.models.classical.fitting.FittedModel`) are fitted by passes over the training data
+inside the Trainer, one pass per epoch; the continuous densities (``ppca``, ``factor_analysis``,
+``gmm``) need ``data.representation=dequantized``.
+"""
+
+from genlab.models.classical.factor_analysis import FactorAnalysis
+from genlab.models.classical.fitting import FittedModel
+from genlab.models.classical.kmeans import KMeans, kmeans_plusplus
+from genlab.models.classical.linear_ae import LinearAutoencoder
+from genlab.models.classical.mixture import GaussianMixture
+from genlab.models.classical.pca import PCA
+from genlab.models.classical.ppca import PPCA
+
+__all__ = [
+    "PCA",
+    "PPCA",
+    "FactorAnalysis",
+    "FittedModel",
+    "GaussianMixture",
+    "KMeans",
+    "LinearAutoencoder",
+    "kmeans_plusplus",
+]

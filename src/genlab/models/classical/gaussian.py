@@ -1,0 +1,131 @@
+"""Linear-Gaussian latent models ``x = W z + mu + eps``: the part PPCA and factor analysis share.
+
+The marginal ``p(x) = N(mu, C)`` has a low-rank-plus-diagonal covariance ``C = W W^T + Psi``. It is
+never inverted densely: with ``M = I_K + W^T Psi^{-1} W`` (``K x K``),
+
+* ``C^{-1} = Psi^{-1} - Psi^{-1} W M^{-1} W^T Psi^{-1}`` (Woodbury identity), and
+* ``log |C| = log |Psi| + log |M|`` (matrix determinant lemma),
+
+so a batch costs ``O(B P K)``. The posterior is ``p(z | x) = N(M^{-1} W^T Psi^{-1} (x - mu), M^{-1})``
+(Tipping & Bishop 1999 for ``Psi = sigma^2 I``; Rubin & Thayer 1982 for a diagonal ``Psi``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from genlab.data.spec import DataSpec
+from genlab.models.classical.fitting import LOG_2PI, FittedModel, result_dtype
+
+
+class LowRankFactors:
+    """What every density evaluation needs from ``(W, Psi)``, computed once per call.
+
+    Attributes:
+        noise: ``(P,)`` the diagonal of ``Psi``.
+        scaled: ``(P, K)`` ``Psi^{-1} W``.
+        chol: ``(K, K)`` lower Cholesky factor of ``M = I + W^T Psi^{-1} W``.
+        logdet: ``log |C|`` (scalar).
+    """
+
+    def __init__(self, loadings: torch.Tensor, noise: torch.Tensor) -> None:
+        k = loadings.shape[1]
+        self.noise = noise
+        self.scaled = loadings / noise[:, None]
+        m = torch.eye(k, dtype=loadings.dtype, device=loadings.device) + loadings.T @ self.scaled
+        self.chol = torch.linalg.cholesky(m)
+        self.logdet = noise.log().sum() + 2 * self.chol.diagonal().log().sum()
+
+    def log_prob(self, d: torch.Tensor) -> torch.Tensor:
+        """``log N(d; 0, C)`` for centred rows ``d`` ``(B, P)``: ``(B,)`` nats."""
+        v = torch.linalg.solve_triangular(self.chol, (d @ self.scaled).T, upper=False)
+        quad = (d.pow(2) / self.noise).sum(1) - v.pow(2).sum(0)
+        return -0.5 * (d.shape[1] * LOG_2PI + self.logdet + quad)
+
+    def posterior_cov(self) -> torch.Tensor:
+        """``Cov[z | x] = M^{-1}``: ``(K, K)``."""
+        return torch.cholesky_inverse(self.chol)
+
+    def posterior_mean(self, d: torch.Tensor) -> torch.Tensor:
+        """``E[z | x] = M^{-1} W^T Psi^{-1} d``: ``(B, P) -> (B, K)``."""
+        return torch.cholesky_solve((d @ self.scaled).T, self.chol).T
+
+
+class LinearGaussianModel(FittedModel):
+    """Base of ``ppca`` and ``factor_analysis``: ``z ~ N(0, I_K)``, ``x | z ~ N(W z + mu, Psi)``.
+
+    Subclasses give ``noise_diag() -> (P,)``. The protocol:
+
+    * ``log_prob(x)``: exact ``log N(x; mu, W W^T + Psi)``, ``(B,)`` nats (a density on ``R^P``; on
+      dequantized data in ``[0, 1]^D`` it bounds the discrete NLL, see ``genlab.metrics.likelihood``).
+    * ``encode(x)``: posterior mean ``E[z | x]`` ``(B, K)``; :meth:`posterior` also gives ``Cov[z | x]``.
+    * ``reconstruct(x)``: ``W E[z | x] + mu``, the mean of ``p(x | z = E[z | x])``.
+    * ``sample(n)``: ancestral draws ``(n, *shape)``; a Gaussian is unbounded, so values can leave
+      ``[0, 1]`` (image grids clamp them).
+    * ``val/loss`` = ``val/nll_nats``: validation NLL in nats per example.
+
+    Buffers: ``mean`` ``(P,)`` and ``loadings`` ``W`` ``(P, K)``, float64.
+    """
+
+    density: ClassVar[bool] = True
+    nll_kind = "exact"
+    capabilities = frozenset({"log_prob", "sample", "encode", "reconstruct"})
+
+    def __init__(self, data_spec: DataSpec | dict[str, Any], latent_dim: int) -> None:
+        super().__init__(data_spec)
+        self.latent_dim = latent_dim
+        p, f64 = self.num_features, torch.float64
+        self.register_buffer("mean", torch.zeros(p, dtype=f64))
+        self.register_buffer("loadings", torch.zeros(p, latent_dim, dtype=f64))
+
+    def noise_diag(self) -> torch.Tensor:  # pragma: no cover - abstract
+        """``(P,)`` the diagonal of ``Psi``."""
+        raise NotImplementedError
+
+    def factors(self) -> LowRankFactors:
+        """:class:`LowRankFactors` of the current parameters."""
+        return LowRankFactors(self.loadings, self.noise_diag())
+
+    def covariance(self) -> torch.Tensor:
+        """The dense marginal covariance ``W W^T + Psi``: ``(P, P)`` float64 (for inspection and tests)."""
+        return self.loadings @ self.loadings.T + torch.diag(self.noise_diag())
+
+    def num_parameters(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- the protocol ------------------------------------------------------------------------
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(x)``: ``(B, *shape) -> (B,)`` nats, in ``x``'s dtype (float64 math)."""
+        return self.factors().log_prob(self.features(x) - self.mean).to(result_dtype(x))
+
+    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``p(z | x) = N(mean, cov)``: ``mean`` ``(B, K)``, ``cov`` ``(K, K)`` (the same for every x), float64."""
+        f = self.factors()
+        return f.posterior_mean(self.features(x) - self.mean), f.posterior_cov()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Posterior mean ``E[z | x]``: ``(B, K)`` in ``x``'s dtype."""
+        return self.factors().posterior_mean(self.features(x) - self.mean).to(result_dtype(x))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``W E[z | x] + mu``: like ``x``."""
+        z = self.factors().posterior_mean(self.features(x) - self.mean)
+        return (z @ self.loadings.T + self.mean).to(result_dtype(x)).view_as(x)
+
+    @torch.no_grad()
+    def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """``z ~ N(0, I)``, ``x = W z + mu + Psi^{1/2} eps``: ``(n, *shape)`` float32."""
+        dev, f64 = self.mean.device, torch.float64
+        z = torch.randn(n, self.latent_dim, device=dev, dtype=f64)
+        eps = torch.randn(n, self.num_features, device=dev, dtype=f64)
+        x = z @ self.loadings.T + self.mean + eps * self.noise_diag().sqrt()
+        return x.to(torch.get_default_dtype()).view(n, *self.spec.shape)
+
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+        nll = -self.log_prob(x)
+        return {"loss": nll, "nll_nats": nll}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "num_parameters": self.num_parameters()}

@@ -1,0 +1,133 @@
+"""Principal component analysis from streamed moments (Pearson 1901; Hotelling 1933)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError
+from genlab.models.classical.fitting import FittedModel, check_rank, gram, result_dtype
+
+
+def moment_statistics(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Sufficient statistics of a Gaussian fit for one batch ``x`` ``(B, P)`` float64.
+
+    Returns:
+        ``{"n": (), "sum": (P,), "outer": (P, P)}``: the count, ``sum_i x_i`` and ``sum_i x_i x_i^T``.
+    """
+    return {"n": x.new_tensor(float(len(x))), "sum": x.sum(0), "outer": gram(x)}
+
+
+def mean_covariance(stats: dict[str, torch.Tensor], ddof: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(P,)`` and covariance ``(P, P)`` from :func:`moment_statistics` totals.
+
+    ``cov = (sum x x^T - n mu mu^T) / (n - ddof)``: ``ddof=0`` is the maximum-likelihood estimate,
+    ``ddof=1`` the unbiased one (what scikit-learn's ``PCA.explained_variance_`` uses).
+    """
+    n = stats["n"]
+    mean = stats["sum"] / n
+    cov = (stats["outer"] - n * torch.outer(mean, mean)) / (n - ddof)
+    return mean, 0.5 * (cov + cov.T)
+
+
+def eigen_descending(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All eigenpairs of a symmetric ``(P, P)`` matrix, eigenvalues descending.
+
+    Each eigenvector's sign is fixed so that its entry of largest magnitude is positive, which makes
+    the result a deterministic function of ``cov``.
+
+    Returns:
+        ``(values (P,), vectors (P, P))`` with ``vectors[:, j]`` the ``j``-th unit eigenvector.
+    """
+    values, vectors = torch.linalg.eigh(cov)
+    values, vectors = values.flip(0), vectors.flip(1)
+    pivot = vectors.abs().argmax(0)
+    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1], device=vectors.device)])
+    return values, vectors * torch.where(signs == 0, 1.0, signs)
+
+
+def check_examples(latent_dim: int, n: float, strict: bool = True) -> None:
+    """Raise a :class:`ConfigError` unless ``latent_dim < n`` (``<= n`` when not ``strict``)."""
+    if latent_dim > n or (strict and latent_dim == n):
+        bound = "<" if strict else "<="
+        raise ConfigError(
+            f"model.latent_dim={latent_dim} is too large for {int(n)} training examples: it must be {bound} {int(n)}"
+        )
+
+
+class PCA(FittedModel):
+    """Rank-``K`` principal component analysis fitted in one streamed pass.
+
+    Each batch adds ``n``, ``sum x`` and ``sum x x^T`` (float64); after the pass (all-reduced under
+    DDP) the unbiased covariance ``S`` (``n - 1``) is eigendecomposed and the top ``K`` eigenvectors
+    become the components. No likelihood (``nll_kind = "none"``): use ``ppca`` for a density.
+
+    * ``encode(x) = W^T (x - mu)``: ``(B, K)`` principal scores.
+    * ``reconstruct(x) = W W^T (x - mu) + mu``: the orthogonal projection onto the principal subspace.
+    * ``val/loss``: squared reconstruction error summed over the ``P`` features, per example.
+
+    Buffers: ``mean`` ``(P,)``, ``components`` ``W`` ``(P, K)`` with orthonormal columns ordered by
+    eigenvalue (sign: largest-magnitude entry positive), ``explained_variance`` ``(K,)`` (eigenvalues of
+    ``S``), ``explained_variance_ratio`` ``(K,)`` (over the trace of ``S``). All float64.
+
+    Args:
+        data_spec: the data description; any kind (``P = spec.num_dims``).
+        latent_dim: ``K``, the number of components, ``1 <= K <= P`` and ``K <= n``.
+
+    Raises:
+        ConfigError: for ``K`` outside ``[1, P]`` (at construction) or larger than the number of
+            training examples (at the end of the pass).
+        DataError: for NaN/inf input, a malformed or empty batch.
+    """
+
+    nll_kind = "none"
+    capabilities = frozenset({"encode", "reconstruct"})
+
+    def __init__(self, data_spec: DataSpec | dict[str, Any], latent_dim: int = 16) -> None:
+        super().__init__(data_spec)
+        self.latent_dim = check_rank("model.latent_dim", latent_dim, self.num_features, "features")
+        self.save_hyperparameters(ignore=["data_spec"])
+        self.hparams["data_spec"] = self.spec.to_dict()
+        p, k, f64 = self.num_features, self.latent_dim, torch.float64
+        self.register_buffer("mean", torch.zeros(p, dtype=f64))
+        self.register_buffer("components", torch.eye(p, k, dtype=f64))
+        self.register_buffer("explained_variance", torch.zeros(k, dtype=f64))
+        self.register_buffer("explained_variance_ratio", torch.zeros(k, dtype=f64))
+
+    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return moment_statistics(batch["x"])
+
+    def update(self, stats: dict[str, torch.Tensor]) -> bool:
+        """Eigendecompose the covariance of the pass; always converged (closed form)."""
+        check_examples(self.latent_dim, float(stats["n"]), strict=False)
+        if float(stats["n"]) < 2:
+            raise ConfigError("PCA needs at least 2 training examples")
+        mean, cov = mean_covariance(stats, ddof=1)
+        values, vectors = eigen_descending(cov)
+        k = self.latent_dim
+        self.mean.copy_(mean)
+        self.components.copy_(vectors[:, :k])
+        self.explained_variance.copy_(values[:k])
+        total = torch.diagonal(cov).sum()
+        self.explained_variance_ratio.copy_(values[:k] / total if total > 0 else torch.zeros_like(values[:k]))
+        return True
+
+    # --- the protocol ------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Principal scores ``W^T (x - mu)``: ``(B, *shape) -> (B, K)`` in ``x``'s dtype."""
+        return ((self.features(x) - self.mean) @ self.components).to(result_dtype(x))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``W W^T (x - mu) + mu``: like ``x``."""
+        d = self.features(x) - self.mean
+        return ((d @ self.components) @ self.components.T + self.mean).to(result_dtype(x)).view_as(x)
+
+    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+        d = self.features(x) - self.mean
+        residual = d - (d @ self.components) @ self.components.T
+        return {"loss": residual.pow(2).sum(1).to(result_dtype(x))}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "explained_variance_ratio": float(self.explained_variance_ratio.sum())}

@@ -1,0 +1,86 @@
+"""Probabilistic PCA, closed-form maximum likelihood (Tipping & Bishop 1999)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError
+from genlab.models.classical.fitting import LOG_2PI, check_rank
+from genlab.models.classical.gaussian import LinearGaussianModel
+from genlab.models.classical.pca import check_examples, eigen_descending, mean_covariance, moment_statistics
+
+
+class PPCA(LinearGaussianModel):
+    """Probabilistic PCA: ``x = W z + mu + eps``, ``z ~ N(0, I_K)``, ``eps ~ N(0, sigma^2 I_P)``.
+
+    Fitted in one streamed pass (the moments of :class:`~genlab.models.classical.pca.PCA`), then the
+    maximum-likelihood solution of Tipping & Bishop (1999, Eqs. 7-8) from the eigenpairs
+    ``(lambda_j, u_j)`` of the ML covariance ``S`` (denominator ``n``):
+
+    * ``sigma^2 = (1 / (P - K)) sum_{j > K} lambda_j``, the variance lost per discarded direction;
+    * ``W = U_K (Lambda_K - sigma^2 I)^{1/2}`` (the rotation ``R = I``).
+
+    At this optimum the average training log-likelihood is exactly
+    ``-(P ln 2 pi + sum_{j <= K} ln lambda_j + (P - K) ln sigma^2 + P) / 2`` nats. scikit-learn's
+    ``PCA.score`` uses the same model with the unbiased covariance (``n - 1``); the two differ by
+    ``O(P / n^2)`` nats per example.
+
+    Singular data: when the discarded eigenvalues are (near) zero, e.g. constant pixels with ``K`` close
+    to the rank of ``S``, ``sigma^2`` is floored at ``min_variance`` so the density stays finite.
+
+    Args:
+        data_spec: the data description; must be ``dequantized`` (see ``FittedModel.density``).
+        latent_dim: ``K``, ``1 <= K < P`` and ``K < n``.
+        min_variance: floor of ``sigma^2`` (``> 0``, in squared data units).
+
+    Raises:
+        ConfigError: for data that are not dequantized, ``K`` outside ``[1, P)``, ``K >= n`` (end of
+            the pass) or a non-positive ``min_variance``.
+        DataError: for NaN/inf input, a malformed or empty batch.
+    """
+
+    def __init__(self, data_spec: DataSpec | dict[str, Any], latent_dim: int = 16, min_variance: float = 1e-6) -> None:
+        spec = DataSpec.coerce(data_spec)
+        latent_dim = check_rank("model.latent_dim", latent_dim, spec.num_dims, "features", strict=True)
+        super().__init__(spec, latent_dim)
+        if not min_variance > 0:
+            raise ConfigError(f"model.min_variance must be positive, got {min_variance}")
+        self.min_variance = float(min_variance)
+        self.save_hyperparameters(ignore=["data_spec"])
+        self.hparams["data_spec"] = self.spec.to_dict()
+        self.register_buffer("noise_variance", torch.ones((), dtype=torch.float64))
+        self.register_buffer("explained_variance", torch.zeros(latent_dim, dtype=torch.float64))
+
+    def noise_diag(self) -> torch.Tensor:
+        return self.noise_variance.expand(self.num_features)
+
+    def num_parameters(self) -> int:
+        """Free parameters: ``P K + 1 - K (K - 1) / 2`` for ``W`` (up to rotation) and ``sigma^2``, plus ``P``
+        for ``mu``."""
+        p, k = self.num_features, self.latent_dim
+        return p * k + 1 - k * (k - 1) // 2 + p
+
+    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return moment_statistics(batch["x"])
+
+    def update(self, stats: dict[str, torch.Tensor]) -> bool:
+        """Closed-form ML solution from the pass totals; always converged."""
+        check_examples(self.latent_dim, float(stats["n"]))
+        mean, cov = mean_covariance(stats, ddof=0)
+        values, vectors = eigen_descending(cov)
+        k = self.latent_dim
+        sigma2 = values[k:].clamp(min=0).mean().clamp(min=self.min_variance)
+        self.mean.copy_(mean)
+        self.noise_variance.copy_(sigma2)
+        self.explained_variance.copy_(values[:k])
+        self.loadings.copy_(vectors[:, :k] * (values[:k] - sigma2).clamp(min=0).sqrt())
+        # C shares its eigenvectors with S: eigenvalues max(lambda_j, sigma^2) for j <= K, sigma^2 beyond,
+        # so the average training log-likelihood is exact even when sigma^2 was floored.
+        c = torch.cat([values[:k].clamp(min=sigma2), sigma2.expand(self.num_features - k)])
+        score = -0.5 * (self.num_features * LOG_2PI + c.log().sum() + (values.clamp(min=0) / c).sum())
+        self.score.copy_(score)
+        self._pass_log = {"nll_nats": -float(score)}
+        return True

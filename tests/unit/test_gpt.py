@@ -1,0 +1,233 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError
+from genlab.models.gpt import GPT, warmup_cosine
+from genlab.nn.transformer import Transformer, filter_logits, generate, next_token
+
+VOCAB = "\n abcdefg"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: extra intra-op threads only add synchronisation (and stall on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_net(block_size=16, vocab_size=11, **kw) -> Transformer:
+    torch.manual_seed(0)
+    kw = {"n_layer": 2, "n_head": 2, "n_embd": 16, **kw}
+    return Transformer(vocab_size, block_size, **kw).eval()
+
+
+def text_spec(block_size=8, vocab=VOCAB) -> dict:
+    return DataSpec((block_size,), "levels", len(vocab), None, vocab).to_dict()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_output_at_i_depends_on_inputs_up_to_i_only(bias):
+    net = tiny_net(block_size=8, bias=bias)
+    idx = torch.randint(0, 11, (1, 8), generator=torch.Generator().manual_seed(1))
+    for i in range(8):
+        h = net.embed(idx).detach().requires_grad_(True)
+        net.forward_embeddings(h)[0, i].sum().backward()
+        g = h.grad[0].abs().sum(-1)  # (T,)
+        assert g[i + 1 :].tolist() == [0.0] * (7 - i), f"position {i} sees the future"
+        assert (g[: i + 1] > 0).all(), f"position {i} ignores its past"
+
+
+def test_equal_logits_give_exactly_log2_vocab_bits_per_char():
+    model = GPT(text_spec(), n_layer=1, n_head=1, n_embd=8)
+    with torch.no_grad():
+        model.net.tok_emb.weight.zero_()  # tied output layer: every logit is exactly 0
+    x = torch.randint(0, len(VOCAB), (3, 8))
+    assert model(x).abs().max().item() == 0.0
+    assert model.log_prob(x).tolist() == pytest.approx([-8 * math.log(len(VOCAB))] * 3, rel=1e-7)
+    nll = model.token_nll(x, x)
+    assert nll.flatten().tolist() == pytest.approx([math.log(len(VOCAB))] * 24, rel=1e-7)
+
+
+def test_log_prob_is_a_normalised_distribution_matching_sample_length():
+    # vocabulary of 3 and windows of 3: the 27 sequences must carry total probability 1
+    spec = DataSpec((3,), "levels", 3, None, "\nab").to_dict()
+    model = GPT(spec, n_layer=1, n_head=1, n_embd=8).eval()
+    xs = torch.tensor(list(itertools.product(range(3), repeat=3)))
+    total = model.log_prob(xs).double().exp().sum().item()
+    assert total == pytest.approx(1.0, abs=1e-6)
+    assert model.sample(5).shape == (5, 3)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},  # plain sampling, window jumps at block_size // 2
+        {"temperature": 0.7, "top_k": 5, "top_p": 0.9},
+        {"keep": 16},  # the classic sliding window
+        {"keep": 1},
+        {"temperature": 0.0},  # greedy
+    ],
+)
+def test_cached_and_full_recompute_samplers_give_the_same_tokens(kw):
+    net = tiny_net(block_size=16)
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    outs = []
+    for use_cache in (True, False):
+        g = torch.Generator().manual_seed(123)
+        outs.append(generate(net, prompt, 60, generator=g, use_cache=use_cache, **kw))  # 63 > block_size
+    assert outs[0].shape == (2, 63)
+    assert torch.equal(outs[0], outs[1])
+    assert torch.equal(outs[0][:, :3], prompt)
+
+
+def test_prompt_longer_than_block_size_and_same_seed_same_output():
+    net = tiny_net(block_size=16)
+    prompt = torch.randint(0, 11, (1, 40), generator=torch.Generator().manual_seed(0))
+    a = generate(net, prompt, 30, generator=torch.Generator().manual_seed(5))
+    b = generate(net, prompt, 30, generator=torch.Generator().manual_seed(5))
+    c = generate(net, prompt, 30, generator=torch.Generator().manual_seed(6))
+    naive = generate(net, prompt, 30, generator=torch.Generator().manual_seed(5), use_cache=False)
+    assert a.shape == (1, 70) and torch.equal(a, b) and torch.equal(a, naive)
+    assert not torch.equal(a, c)
+
+
+def test_greedy_is_the_argmax_chain_and_top_k_1_is_greedy():
+    net = tiny_net(block_size=8)
+    prompt = torch.tensor([[3]])
+    greedy = generate(net, prompt, 6, temperature=0.0)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(6):
+            seq = torch.cat([seq, net(seq)[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(greedy, seq)
+    assert torch.equal(generate(net, prompt, 6, top_k=1, generator=torch.Generator().manual_seed(0)), greedy)
+
+
+def test_window_schedule_beyond_block_size_against_a_reference_loop():
+    # the context of each new token: the classic crop to the last block_size tokens (keep = block_size),
+    # or, by default, a window that restarts from the last block_size // 2 tokens when full
+    net = tiny_net(block_size=8)
+    prompt = torch.tensor([[3, 1]])
+    for keep in (8, 4):
+        seq, start = prompt, 0
+        with torch.no_grad():
+            for _ in range(25):
+                if seq.shape[1] - start > 8:
+                    start = seq.shape[1] - keep
+                seq = torch.cat([seq, net(seq[:, start:])[:, -1].argmax(-1, keepdim=True)], 1)
+        assert torch.equal(generate(net, prompt, 25, temperature=0.0, keep=keep), seq)
+    sliding = prompt
+    with torch.no_grad():
+        for _ in range(25):
+            sliding = torch.cat([sliding, net(sliding[:, -8:])[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(generate(net, prompt, 25, temperature=0.0, keep=8), sliding)
+
+
+def test_window_schedule_beyond_block_size_is_exact():
+    # block 8, keep 4, prompt of 2: contexts 2..8, then (8 + 1 > 8) restart from the last 4: 4..8, 4..8, ...
+    net = tiny_net(block_size=8)
+    calls = []
+    forward = net.forward
+
+    def spy(idx, condition=None, cache=None, last_only=False):
+        calls.append((cache.length if cache is not None else None, idx.shape[1]))
+        return forward(idx, condition, cache, last_only)
+
+    net.forward = spy
+    g = torch.Generator().manual_seed(0)
+    generate(net, torch.tensor([[3, 1]]), 18, generator=g, use_cache=False, keep=4)
+    windows = [n for _, n in calls]
+    assert windows == [2, 3, 4, 5, 6, 7, 8, 4, 5, 6, 7, 8, 4, 5, 6, 7, 8, 4]  # one forward per new token
+    calls.clear()
+    generate(net, torch.tensor([[3, 1]]), 18, generator=g, use_cache=True, keep=4)
+    prefill, step = (0, 2), [(k, 1) for k in range(2, 8)]
+    again = [(0, 4)] + [(k, 1) for k in range(4, 8)]
+    assert calls == [prefill, *step, *again, *again, (0, 4)]  # cache full at 8: re-encode the last 4
+
+
+def test_chunked_cache_matches_one_pass():
+    net = tiny_net(block_size=16)
+    idx = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = net(idx)
+        cache = net.new_cache(2)
+        parts = [net(idx[:, :5], cache=cache), net(idx[:, 5:6], cache=cache), net(idx[:, 6:], cache=cache)]
+    assert cache.length == 12
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="exceed block_size"):
+        net(idx[:, :5], cache=cache)
+
+
+def test_filter_logits_top_k_clamps_and_top_p_keeps_the_nucleus():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.2]]))
+    assert torch.equal(filter_logits(logits, top_k=1000), logits)
+    kept = lambda p: torch.isfinite(filter_logits(logits, top_p=p))[0].tolist()  # noqa: E731
+    assert kept(0.5) == [True, False, False]
+    assert kept(0.6) == [True, True, False]
+    assert kept(0.81) == [True, True, True]
+    assert torch.isfinite(filter_logits(logits, top_k=2))[0].tolist() == [True, True, False]
+    with pytest.raises(ConfigError):
+        filter_logits(logits, top_p=0.0)
+    with pytest.raises(ConfigError):
+        filter_logits(logits, top_k=0)
+
+
+def test_next_token_draws_with_the_given_probabilities():
+    probs = torch.tensor([0.5, 0.3, 0.2, 0.0])
+    logits = probs.log().expand(200_000, 4)
+    draws = next_token(logits, generator=torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=4) / len(draws)
+    assert freq[3].item() == 0.0  # a zero-probability token is never drawn
+    assert torch.allclose(freq, probs, atol=0.004)  # 4 standard errors at 200k draws
+    hot = next_token(torch.tensor([[0.0, 5.0, 1.0]]), temperature=0.0)
+    assert hot.tolist() == [1]
+
+
+def test_warmup_cosine_schedule_values():
+    assert warmup_cosine(0, 100, 2000, 0.1) == pytest.approx(0.01)
+    assert warmup_cosine(99, 100, 2000, 0.1) == 1.0
+    assert warmup_cosine(100, 100, 2000, 0.1) == 1.0
+    assert warmup_cosine(1050, 100, 2000, 0.1) == pytest.approx(0.55)
+    assert warmup_cosine(2000, 100, 2000, 0.1) == pytest.approx(0.1)
+    assert warmup_cosine(5000, 100, 2000, 0.1) == pytest.approx(0.1)
+
+
+def test_weight_decay_on_matrices_only_no_biases_and_tied_head():
+    model = GPT(text_spec(), n_layer=2, n_head=2, n_embd=16, bias=False, weight_decay=0.1, lr_decay_steps=10)
+    assert model.net.head.weight is model.net.tok_emb.weight
+    assert all(getattr(m, "bias", None) is None for m in model.net.modules() if hasattr(m, "bias"))
+    opt = model.configure_optimizers()["optimizer"]
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert len(no_decay["params"]) == 2 * 2 + 1  # two LayerNorm gains per block and the final one
+    assert opt.defaults["betas"] == (0.9, 0.99)
+
+
+def test_model_refuses_mismatched_or_non_sequence_data():
+    with pytest.raises(ConfigError, match="block_size"):
+        GPT(text_spec(block_size=8), block_size=16)
+    with pytest.raises(ConfigError, match="1-D token sequences"):
+        GPT(DataSpec((1, 8, 8), "levels", 17).to_dict())
+    model = GPT(text_spec(), n_layer=1, n_head=1, n_embd=8)
+    with pytest.raises(ConfigError, match="unconditional"):
+        model.sample(2, condition=torch.tensor([0, 1]))
+
+
+def test_prompts_are_encoded_with_the_checkpoint_vocabulary():
+    from genlab.sample import prompt_ids
+
+    assert prompt_ids(VOCAB, None).tolist() == [0]  # no prompt: a newline
+    assert prompt_ids(VOCAB, "").tolist() == [0]
+    assert prompt_ids(VOCAB, "a b\\nc").tolist() == [2, 1, 3, 0, 4]  # "\n" typed on a command line
+    with pytest.raises(ConfigError, match=r"not in the model's vocabulary: 'Z', 'x'\."):
+        prompt_ids(VOCAB, "abxZ")
+    with pytest.raises(ConfigError, match="has no newline"):
+        prompt_ids("ab", "")
