@@ -13,7 +13,6 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.callbacks.images import ImageGrids
 from genlab.utils.checkpoint import build_datamodule, load_model
 from genlab.utils.console import print_summary
 from genlab.utils.runs import instantiate_all, output_dir, run_cli, write_metrics
@@ -33,8 +32,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     metrics.update({f"test/{k}": v for k, v in model.describe().items()})
     if trainer.is_global_zero:
-        grids = next((c.paths for c in callbacks if isinstance(c, ImageGrids)), {})
-        artifacts = {name: str(p) for name, p in grids.items()}
+        artifacts = {name: str(p) for c in callbacks for name, p in getattr(c, "paths", {}).items()}
         artifacts["checkpoint"] = str(cfg.ckpt_path)
         path = write_metrics(output_dir() / "metrics.json", metrics, cfg, artifacts=artifacts)
         print_summary("eval", metrics, artifacts, path)

@@ -16,7 +16,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.callbacks.images import ImageGrids
 from genlab.errors import ConfigError
 from genlab.utils.console import print_summary
 from genlab.utils.runs import finish_wandb, instantiate_all, output_dir, run_cli, write_metrics
@@ -85,8 +84,7 @@ def train(cfg: DictConfig) -> float | None:
     if not trainer.is_global_zero:
         return None
     metrics["sample/seconds_per_sample"] = seconds_per_sample(model)
-    grids = next((c.paths for c in callbacks if isinstance(c, ImageGrids)), {})
-    artifacts = {name: str(p) for name, p in grids.items()}
+    artifacts = {name: str(p) for c in callbacks for name, p in getattr(c, "paths", {}).items()}
     if best:
         artifacts["checkpoint"] = best
     path = write_metrics(out / "metrics.json", metrics, cfg, artifacts=artifacts)

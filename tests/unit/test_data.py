@@ -77,11 +77,12 @@ def test_digits_split_sizes_and_spec():
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
-def test_eval_shards_cover_every_example_exactly_once(world):
-    n = 103
+@pytest.mark.parametrize("n", [0, 1, 103])
+def test_eval_shards_cover_every_example_exactly_once(world, n):
     lv, y = torch.arange(n).view(n, 1), torch.arange(n)
     seen = torch.cat(
-        [b for r in range(world) for _, b in TensorBatchLoader(lv, y, 10, lambda t: t, rank=r, world_size=world)]
+        [torch.zeros(0, dtype=torch.long)]
+        + [b for r in range(world) for _, b in TensorBatchLoader(lv, y, 10, lambda t: t, rank=r, world_size=world)]
     )
     assert sorted(seen.tolist()) == list(range(n))
 

@@ -78,7 +78,7 @@ class TensorBatchLoader:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             index = torch.randperm(n, generator=g)[self.rank :: self.world_size][: self._num_local()]
         else:
-            index = torch.arange(self.rank, n, self.world_size)
+            index = torch.arange(n)[self.rank :: self.world_size]
         self.epoch += 1
         for b in range(len(self)):
             idx = index[b * self.batch_size : (b + 1) * self.batch_size]
