@@ -14,12 +14,6 @@ TRAIN = [
 ]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny models: one intra-op thread each (extra threads stall on a busy 2-core machine)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 @pytest.mark.heavy
 def test_train_then_sample_from_the_checkpoint_alone(cli, shakespeare_path):
     proc = ok(cli("train", *TRAIN, f"data.path={shakespeare_path}"))

@@ -13,13 +13,6 @@ SMALL_RNN = ["model=pixelrnn", "model.hidden_channels=16", "model.num_layers=1",
 SMALL_GPT = ["model=image_gpt", "model.n_layer=2", "model.n_head=2", "model.n_embd=32"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Sampling runs thousands of tiny ops; on a busy shared machine two threads wait on each other
-    for milliseconds per op, so the CLI runs with one."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-
 def metrics_of(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 

@@ -4,23 +4,11 @@ import math
 
 import pytest
 import torch
-from threadpoolctl import threadpool_limits
 
 from genlab.errors import ConfigError, DataError
 from genlab.models.classical import PCA, PPCA, FactorAnalysis, GaussianMixture, KMeans, LinearAutoencoder
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch and numpy's BLAS on one thread: on a busy machine two libraries' idle threads spin
-    against each other, which made these small fits up to ten times slower; results do not change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
 
 
 DEQ = {"shape": [1, 2, 3], "kind": "dequantized", "levels": 256}

@@ -13,16 +13,6 @@ from genlab.models.classical import PCA, LinearAutoencoder
 K = 4  # digits' 4th and 5th eigenvalues are well apart, so the subspace is well defined
 
 
-@pytest.fixture
-def one_thread():
-    """1,500 steps on 64 features: a second intra-op thread only adds synchronisation, which on a busy
-    machine can cost more than the work itself."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def principal_angle_sines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Sines of the principal angles between span(a) and span(b), a and b ``(P, K)`` (Bjorck & Golub 1973)."""
     qa, qb = torch.linalg.qr(a.double())[0], torch.linalg.qr(b.double())[0]
@@ -38,7 +28,7 @@ def test_principal_angles_of_known_subspaces():
 
 
 @pytest.mark.parametrize("tied", [True, False])
-def test_linear_autoencoder_converges_to_the_pca_subspace(tied, one_thread):
+def test_linear_autoencoder_converges_to_the_pca_subspace(tied):
     dm = DigitsDataModule(representation="continuous")
     dm.setup("fit")
     x, y = dm.represent(dm.splits["train"][0]), dm.splits["train"][1]

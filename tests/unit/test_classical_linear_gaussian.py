@@ -7,24 +7,12 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
-from threadpoolctl import threadpool_limits
 
 from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
 from genlab.models.classical import PPCA, FactorAnalysis
 
 F64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch and numpy's BLAS on one thread: on a busy machine two libraries' idle threads spin
-    against each other, which made these small fits up to ten times slower; results do not change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
 
 
 def dequantized(dm, split="train", seed=0):

@@ -7,7 +7,6 @@ import pytest
 import torch
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
-from threadpoolctl import threadpool_limits
 
 from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
@@ -16,17 +15,6 @@ from genlab.models.classical import GaussianMixture, KMeans, kmeans_plusplus
 
 F64 = torch.float64
 TYPES = ("full", "diag", "spherical")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch and numpy's BLAS on one thread: on a busy machine two libraries' idle threads spin
-    against each other, which made these small fits up to ten times slower; results do not change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
 
 
 def dequantized(dm, split="train", seed=0):

@@ -4,22 +4,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
-from threadpoolctl import threadpool_limits
 
 from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
 from genlab.models.classical import PCA
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch and numpy's BLAS on one thread: on a busy machine two libraries' idle threads spin
-    against each other, which made these small fits up to ten times slower; results do not change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
 
 
 def train_tensor(dm, seed=0):

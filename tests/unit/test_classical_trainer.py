@@ -5,7 +5,6 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from threadpoolctl import threadpool_limits
 
 from genlab.data.base import TensorBatchLoader
 from genlab.data.digits import DigitsDataModule
@@ -13,17 +12,6 @@ from genlab.models.classical import PCA, PPCA, FactorAnalysis, GaussianMixture, 
 
 F64 = torch.float64
 BATCH = 100
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch and numpy's BLAS on one thread: on a busy machine two libraries' idle threads spin
-    against each other, which made these small fits up to ten times slower; results do not change."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(limits=1):
-        yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

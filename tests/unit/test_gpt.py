@@ -12,15 +12,6 @@ from genlab.nn.transformer import Transformer, filter_logits, generate, next_tok
 VOCAB = "\n abcdefg"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: extra intra-op threads only add synchronisation (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_net(block_size=16, vocab_size=11, **kw) -> Transformer:
     torch.manual_seed(0)
     kw = {"n_layer": 2, "n_head": 2, "n_embd": 16, **kw}

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from tests.unit.test_pixelcnn import one_thread  # noqa: F401 (fixture)
 
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from tests.unit.test_pixelcnn import one_thread  # noqa: F401 (fixture)
 from torch import distributions as D
 
 from genlab.data.spec import DataSpec

@@ -8,15 +8,6 @@ from genlab.models.pixelcnn import PixelCNN
 from genlab.nn.masked import MaskedConv2d, causal_mask, channel_groups
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tests run thousands of tiny ops; on a shared machine thread hand-offs dominate them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def dependencies(model, spec: DataSpec, y=None, batch: int = 8) -> torch.Tensor:
     """``(D, D)`` bool: ``[d, e]`` is True when the logits of sub-pixel ``d`` have a non-zero gradient
     with respect to input sub-pixel ``e`` (both in raster order, channels within a pixel) for at

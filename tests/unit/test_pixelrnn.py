@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tests.unit.test_pixelcnn import dependencies, one_thread  # noqa: F401 (fixture)
+from tests.unit.test_pixelcnn import dependencies
 
 from genlab.data.spec import DataSpec
 from genlab.models.pixelrnn import PixelRNN

@@ -21,15 +21,6 @@ from genlab.errors import ConfigError, DataError
 from genlab.models.gpt import GPT
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: extra intra-op threads only add synchronisation (and stall on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write(tmp_path: Path, text: str, name: str = "corpus.txt") -> str:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
