@@ -91,3 +91,14 @@ def test_convergence_stops_the_trainer_early(digits, tmp_path):
         "nll_kind": "exact", "fit_passes": int(model.n_iter), "converged": True,
         "num_parameters": 3 * 64 * 2 + 2, "covariance_type": "diag",
     }  # fmt: skip
+
+
+def test_the_datamodule_serves_fitted_models_every_training_example(tmp_path):
+    # 1,294 training digits in batches of 100: a gradient model's loader drops the last 94, a fit must not
+    dm = DigitsDataModule(batch_size=BATCH)
+    model = PCA(dm.spec.to_dict(), 4)
+    tr = trainer(tmp_path, 1)
+    tr.fit(model, datamodule=dm)
+    x = dm.represent(dm.splits["train"][0]).flatten(1).to(F64)
+    assert len(x) % BATCH != 0
+    assert torch.allclose(model.mean, x.mean(0), atol=1e-12)

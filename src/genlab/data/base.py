@@ -215,9 +215,11 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatchLoader:
         lv, y = self.splits["train"]
         rank, world = self._rank_world()
+        # gradient models drop a final partial batch; models fitted from sufficient statistics see every example
+        model = getattr(getattr(self, "trainer", None), "lightning_module", None)
         return TensorBatchLoader(
-            lv, y, self.batch_size, self.represent, shuffle=True, drop_last=True,
-            seed=self.seed, rank=rank, world_size=world,
+            lv, y, self.batch_size, self.represent, shuffle=True,
+            drop_last=getattr(model, "train_drop_last", True), seed=self.seed, rank=rank, world_size=world,
         )  # fmt: skip
 
     def _eval_loader(self, split: str) -> TensorBatchLoader:

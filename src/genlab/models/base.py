@@ -52,6 +52,8 @@ class GenerativeModel(L.LightningModule):
 
     nll_kind: ClassVar[str] = "none"
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: whether training loaders drop a final partial batch (models fitted from sufficient statistics set False)
+    train_drop_last: ClassVar[bool] = True
 
     def __init__(self, data_spec: DataSpec | dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0):
         super().__init__()

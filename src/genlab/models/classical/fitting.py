@@ -123,6 +123,7 @@ class FittedModel(GenerativeModel):
     """
 
     density: ClassVar[bool] = False
+    train_drop_last: ClassVar[bool] = False  # a pass sums over every training example (DDP: equal shards)
 
     def __init__(self, data_spec: DataSpec | dict[str, Any]) -> None:
         super().__init__(data_spec)
