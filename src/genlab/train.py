@@ -85,8 +85,9 @@ def train(cfg: DictConfig) -> float | None:
         return None
     metrics["sample/seconds_per_sample"] = seconds_per_sample(model)
     artifacts = {name: str(p) for c in callbacks for name, p in getattr(c, "paths", {}).items()}
-    if best:
-        artifacts["checkpoint"] = best
+    last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
+    if best or last:  # no validation yet (max_steps inside the first epoch): the last checkpoint
+        artifacts["checkpoint"] = best or last
     path = write_metrics(out / "metrics.json", metrics, cfg, artifacts=artifacts)
     finish_wandb(failed=False)  # wandb prints its own summary on finish: ours comes last
     print_summary("test", metrics, artifacts, path)

@@ -61,6 +61,10 @@ def test_bad_inputs_fail_clearly_and_leave_earlier_runs_alone(cli, earlier_run, 
     proc = cli("train", "-m", "trainer=ddp_sim", *QUIET)
     assert_clear_failure(proc, "cannot run inside a multirun")
 
+    # a required value left out
+    proc = cli("eval")
+    assert_clear_failure(proc, "ckpt_path is required")
+
     # a checkpoint that does not exist
     proc = cli("eval", f"ckpt_path={tmp_path / 'missing.ckpt'}")
     assert_clear_failure(proc, "checkpoint not found")

@@ -96,6 +96,14 @@ def test_autoencoder_reports_reconstruction_but_no_likelihood(cli):
     assert 0 < m["test/recon_mse"] < 0.1
 
 
+def test_max_steps_inside_the_first_epoch_still_tests_and_reports(cli):
+    # early stopping waits for a validation result instead of failing when max_steps ends the run early
+    proc = ok(cli("train", *QUIET, "trainer.max_steps=3", "model.iwae_k=2"))
+    (run,) = run_dirs(proc.log_dir)
+    m = metrics_of(run)
+    assert m["test/nll_nats"] > 0 and m["artifacts"]["checkpoint"].endswith("last.ckpt")
+
+
 def test_multirun_writes_one_folder_per_job(cli):
     proc = ok(cli("train", "-m", "model.latent_dim=2,4", *QUIET, "trainer.max_epochs=2", "model.iwae_k=2"))
     (sweep,) = (proc.log_dir / "train" / "multiruns").iterdir()

@@ -18,6 +18,9 @@ from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 
 REPRESENTATIONS = ("continuous", "dequantized", "binarized")
+#: the data.representation a user sets, for each DataSpec.kind it gives
+REPRESENTATION_OF = {"levels": "data.representation=continuous", "dequantized": "data.representation=dequantized",
+                     "binary": "data.representation=binarized"}  # fmt: skip
 BINARIZATIONS = ("static", "dynamic")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -170,7 +173,7 @@ class TensorDataModule(L.LightningDataModule):
     @property
     def spec(self) -> DataSpec:
         """The :class:`DataSpec` models are built from; known before any file is read."""
-        kind = {"continuous": "levels", "dequantized": "dequantized", "binarized": "binary"}
+        kind = {rep.split("=")[1]: k for k, rep in REPRESENTATION_OF.items()}
         levels = 2 if self.representation == "binarized" else self.levels
         return DataSpec(self.shape, kind[self.representation], levels, self.num_classes)
 

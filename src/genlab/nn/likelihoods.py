@@ -12,6 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from genlab.data.base import REPRESENTATION_OF
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 
@@ -167,9 +168,8 @@ def make_likelihood(name: str, spec: DataSpec, **kwargs) -> Likelihood:
         raise ConfigError(f"unknown model.likelihood={name!r}; choose auto or one of {sorted(LIKELIHOODS)}")
     cls = LIKELIHOODS[name]
     if spec.kind not in cls.kinds:
-        fix = {"binary": "binarized", "dequantized": "dequantized", "levels": "continuous"}
         raise ConfigError(
-            f"model.likelihood={name} scores {cls.kinds[0]} data but the data are {spec.kind}; set "
-            f"data.representation={fix[cls.kinds[0]]} or model.likelihood=auto"
+            f"model.likelihood={name} needs {REPRESENTATION_OF[cls.kinds[0]]} but the data have "
+            f"{REPRESENTATION_OF[spec.kind]}; set {REPRESENTATION_OF[cls.kinds[0]]} or model.likelihood=auto"
         )
     return cls(spec, **kwargs) if name == "gaussian" else cls(spec)

@@ -18,7 +18,7 @@ def print_summary(stage: str, metrics: dict[str, Any], artifacts: dict[str, str]
     table.add_column("value", justify="right")
     for key in sorted(metrics):
         v = to_number(metrics[key])
-        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+        table.add_row(key, f"{v:.6g}" if isinstance(v, float) else str(v))
     console = Console()
     console.print(table)
     for name, p in artifacts.items():

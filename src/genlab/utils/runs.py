@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 import genlab
 from genlab.errors import ConfigError, GenlabError
@@ -84,8 +85,19 @@ def finish_wandb(failed: bool) -> None:
         wandb.finish(exit_code=1 if failed else 0)
 
 
+def fail(message: str) -> NoReturn:
+    """Report a user error on stderr and in the job's log file (Hydra's ``<task>.log``), then exit 2."""
+    record = logging.LogRecord("genlab", logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:  # the log file only: stderr gets the one line below
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    print(f"genlab: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``task(cfg)``; a :class:`GenlabError` becomes one line on stderr and exit code 2.
+    """Run ``task(cfg)``; a :class:`GenlabError` or a missing required value (``???``) becomes one line
+    on stderr (and in the job log) and exit code 2.
 
     The wandb run is always finished, whether the task succeeds or fails.
     """
@@ -94,13 +106,14 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
         result = task(cfg)
         failed = False
         return result
+    except MissingMandatoryValue as e:
+        fail(f"{e.full_key} is required: pass {e.full_key}=<value> on the command line")
     except (GenlabError, InstantiationException) as e:
         cause: BaseException | None = e
         while cause is not None and not isinstance(cause, GenlabError):
             cause = cause.__cause__
         if cause is None:
             raise
-        print(f"genlab: error: {cause}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(cause))
     finally:
         finish_wandb(failed)

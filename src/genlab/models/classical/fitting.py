@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from genlab.data.base import REPRESENTATION_OF
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError, DataError
 from genlab.models.base import GenerativeModel
@@ -130,7 +131,8 @@ class FittedModel(GenerativeModel):
         self.automatic_optimization = False
         if self.density and self.spec.kind != "dequantized":
             raise ConfigError(
-                f"{type(self).__name__} is a continuous Gaussian density: on {self.spec.kind!r} data its log_prob "
+                f"{type(self).__name__} is a continuous Gaussian density: on {REPRESENTATION_OF[self.spec.kind]} data "
+                "its log_prob "
                 "is not a probability mass and bits/dim would be meaningless; set data.representation=dequantized"
             )
         self.num_features = self.spec.num_dims
