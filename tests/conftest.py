@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("GENLAB_SHARED", REPO.parent / "shared"))  # ../shared beside the repository
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

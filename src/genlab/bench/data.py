@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
-SHARED = REPO.parent / "shared"
+SHARED = Path(os.environ.get("GENLAB_SHARED", REPO.parent / "shared"))
 
 
 def mnist_root() -> Path | None:
