@@ -7,23 +7,12 @@ import pytest
 import torch
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.decomposition import FactorAnalysis as SkFactorAnalysis
+from tests.unit.dequantized_data import dequantized, digits
 
-from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
 from genlab.models.classical import PPCA, FactorAnalysis
 
 F64 = torch.float64
-
-
-def dequantized(dm, split="train", seed=0):
-    """A split of ``dm`` (dequantized) as one fixed tensor and the DataModule's spec dict."""
-    dm.setup("fit")
-    x = dm.represent(dm.splits[split][0], generator=torch.Generator().manual_seed(seed))
-    return x, dm.spec.to_dict()
-
-
-def digits():
-    return dequantized(DigitsDataModule(representation="dequantized"))
 
 
 def random_params(model, seed=0):

@@ -7,25 +7,14 @@ import pytest
 import torch
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
+from tests.unit.dequantized_data import dequantized, digits
 
-from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
 from genlab.errors import ConfigError
 from genlab.models.classical import GaussianMixture, KMeans, kmeans_plusplus
 
 F64 = torch.float64
 TYPES = ("full", "diag", "spherical")
-
-
-def dequantized(dm, split="train", seed=0):
-    """A split of ``dm`` (dequantized) as one fixed tensor and the DataModule's spec dict."""
-    dm.setup("fit")
-    x = dm.represent(dm.splits[split][0], generator=torch.Generator().manual_seed(seed))
-    return x, dm.spec.to_dict()
-
-
-def digits():
-    return dequantized(DigitsDataModule(representation="dequantized"))
 
 
 def sklearn_from(model, **kw):
