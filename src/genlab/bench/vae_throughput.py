@@ -74,6 +74,7 @@ def run(quick: bool = False) -> dict:
     x_all = levels.float() / (dm.levels - 1)
 
     def tensor_batches():
+        """Shuffled ``(x, y)`` batches of the float tensor, by index (the plain baseline)."""
         perm = torch.randperm(len(x_all))
         for i in range(0, len(perm) - BATCH + 1, BATCH):
             idx = perm[i : i + BATCH]

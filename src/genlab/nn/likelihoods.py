@@ -47,12 +47,16 @@ class Likelihood:
         self.spec = spec
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log p(x | params)`` in nats, summed over dimensions: params ``(B, num_params, *shape)``,
+        x ``(B, *shape)`` -> ``(B,)``."""
         raise NotImplementedError
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The distribution's mean (clamped to ``[0, 1]``): ``(B, *shape)``; used for reconstructions."""
         raise NotImplementedError
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
+        """One draw ``x ~ p(x | params)`` in the data's value space: ``(B, *shape)``."""
         raise NotImplementedError
 
 
