@@ -99,21 +99,24 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """Run ``task(cfg)``; a :class:`GenlabError` or a missing required value (``???``) becomes one line
     on stderr (and in the job log) and exit code 2.
 
-    The wandb run is always finished, whether the task succeeds or fails.
+    The wandb run is always finished, whether the task succeeds or fails, and before the error line,
+    so that the error is the last thing printed.
     """
-    failed = True
     try:
         result = task(cfg)
-        failed = False
-        return result
     except MissingMandatoryValue as e:
+        finish_wandb(failed=True)
         fail(f"{e.full_key} is required: pass {e.full_key}=<value> on the command line")
     except (GenlabError, InstantiationException) as e:
+        finish_wandb(failed=True)
         cause: BaseException | None = e
         while cause is not None and not isinstance(cause, GenlabError):
             cause = cause.__cause__
         if cause is None:
             raise
         fail(str(cause))
-    finally:
-        finish_wandb(failed)
+    except BaseException:
+        finish_wandb(failed=True)
+        raise
+    finish_wandb(failed=False)
+    return result
