@@ -55,8 +55,7 @@ class Autoencoder(GenerativeModel):
         if loss not in LOSSES:
             raise ConfigError(f"unknown model.loss={loss!r}; choose one of {LOSSES}")
         self.latent_dim = positive_int("model.latent_dim", latent_dim)
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.loss = loss
         self.encoder, self.decoder = encoder_decoder(
             arch, self.spec.shape, latent_dim, latent_dim, 1, list(hidden_dims), list(channels)

@@ -6,6 +6,7 @@ branch on a model's class.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import lightning as L
@@ -62,6 +63,15 @@ class GenerativeModel(L.LightningModule):
             raise ConfigError(f"model.lr must be positive, got {lr}")
         self.lr, self.weight_decay = lr, weight_decay
         self.genlab_meta: dict[str, Any] = {}  # set by train.py, stored in checkpoints
+
+    def save_model_hparams(self) -> None:
+        """Store the calling ``__init__``'s arguments as hparams, with ``data_spec`` as a plain dict.
+
+        Call it from a subclass ``__init__`` after ``super().__init__``: checkpoints then rebuild the
+        model with ``load_from_checkpoint(weights_only=True)`` (plain types only).
+        """
+        self.save_hyperparameters(ignore=["data_spec"], frame=inspect.currentframe().f_back)
+        self.hparams["data_spec"] = self.spec.to_dict()
 
     # --- the protocol --------------------------------------------------------------------------
     def can(self, capability: str) -> bool:

@@ -133,8 +133,7 @@ class GPT(GenerativeModel):
         self.sample_keep = sample_keep
         vocab = spec.vocab or ""
         self.start_id = vocab.index(start_symbol) if start_symbol and start_symbol in vocab else 0
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = spec.to_dict()
+        self.save_model_hparams()
         self.net = Transformer(self.vocab_size, window, n_layer, n_head, n_embd, dropout, bias)
 
     def describe(self) -> dict[str, Any]:

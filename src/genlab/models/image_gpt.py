@@ -54,8 +54,7 @@ class ImageGPT(PixelAutoregressive):
         super().__init__(data_spec, conditional=conditional, lr=lr, weight_decay=weight_decay)
         for name, value in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd)):
             positive_int(f"model.{name}", value)
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.start_token = self.spec.levels
         self.net = Transformer(
             self.spec.levels + 1, self.spec.num_dims, n_layer, n_head, n_embd, dropout, num_classes=self.num_classes

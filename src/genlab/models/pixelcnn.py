@@ -65,8 +65,7 @@ class PixelCNN(PixelAutoregressive):
         c = self.num_colors
         if f < c or head_channels < c:
             raise ConfigError(f"model.hidden_channels and head_channels must be >= the {c} colour channels")
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.kernel_size = kernel_size
         self.blocks = nn.ModuleList(
             GatedBlock(c if n == 0 else f, f, kernel_size, c, first=n == 0, num_classes=self.num_classes)

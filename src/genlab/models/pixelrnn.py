@@ -62,8 +62,7 @@ class PixelRNN(PixelAutoregressive):
         c = self.num_colors
         if f < c or head_channels < c:
             raise ConfigError(f"model.hidden_channels and head_channels must be >= the {c} colour channels")
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.input_kernel_size, self.kernel_size, self.hidden_channels = input_kernel_size, kernel_size, f
         self.input_conv = MaskedConv2d(
             c, f, input_kernel_size, "A", channel_groups(c, c), channel_groups(f, c)

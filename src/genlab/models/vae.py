@@ -94,8 +94,7 @@ class VAE(GenerativeModel):
         if beta_warmup_steps < 0:
             raise ConfigError(f"model.beta_warmup_steps must be >= 0, got {beta_warmup_steps}")
         self.beta, self.beta_warmup_steps = float(beta), int(beta_warmup_steps)
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.likelihood = make_likelihood(likelihood, self.spec, learn_variance=learn_variance, std=std)
         self.encoder, self.decoder = encoder_decoder(
             arch, self.spec.shape, latent_dim, 2 * latent_dim, self.likelihood.num_params,

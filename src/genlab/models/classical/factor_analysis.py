@@ -62,8 +62,7 @@ class FactorAnalysis(LinearGaussianModel):
         if not min_variance > 0:
             raise ConfigError(f"model.min_variance must be positive, got {min_variance}")
         self.tol, self.min_variance = float(tol), float(min_variance)
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.register_buffer("noise_variance", torch.ones(self.num_features, dtype=torch.float64))
 
     def noise_diag(self) -> torch.Tensor:

@@ -114,8 +114,7 @@ class KMeans(FittedModel):
         if not tol >= 0:
             raise ConfigError(f"model.tol must be >= 0, got {tol}")
         self.tol, self.seed = float(tol), int(seed)
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         k, p, f64 = self.num_clusters, self.num_features, torch.float64
         self.register_buffer("centers", torch.zeros(k, p, dtype=f64))
         self.register_buffer("cluster_sizes", torch.ones(k, dtype=f64))

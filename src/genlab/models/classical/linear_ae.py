@@ -51,8 +51,7 @@ class LinearAutoencoder(GenerativeModel):
         self.num_features = p
         self.latent_dim = check_rank("model.latent_dim", latent_dim, p, "features")
         self.tied = bool(tied)
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.bias = nn.Parameter(torch.zeros(p))
         self.decoder_weight = nn.Parameter(torch.randn(p, latent_dim) / math.sqrt(p))
         self.encoder_weight = None if self.tied else nn.Parameter(torch.randn(latent_dim, p) / math.sqrt(p))

@@ -99,8 +99,7 @@ class GaussianMixture(FittedModel):
         if not tol >= 0:
             raise ConfigError(f"model.tol must be >= 0, got {tol}")
         self.covariance_type, self.reg_covar, self.tol, self.seed = covariance_type, float(reg_covar), float(tol), seed
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         k, p, f64 = self.num_mixtures, self.num_features, torch.float64
         self.register_buffer("weights", torch.full((k,), 1.0 / k, dtype=f64))
         self.register_buffer("means", torch.zeros(k, p, dtype=f64))

@@ -88,8 +88,7 @@ class PCA(FittedModel):
     def __init__(self, data_spec: DataSpec | dict[str, Any], latent_dim: int = 16) -> None:
         super().__init__(data_spec)
         self.latent_dim = check_rank("model.latent_dim", latent_dim, self.num_features, "features")
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         p, k, f64 = self.num_features, self.latent_dim, torch.float64
         self.register_buffer("mean", torch.zeros(p, dtype=f64))
         self.register_buffer("components", torch.eye(p, k, dtype=f64))

@@ -49,8 +49,7 @@ class PPCA(LinearGaussianModel):
         if not min_variance > 0:
             raise ConfigError(f"model.min_variance must be positive, got {min_variance}")
         self.min_variance = float(min_variance)
-        self.save_hyperparameters(ignore=["data_spec"])
-        self.hparams["data_spec"] = self.spec.to_dict()
+        self.save_model_hparams()
         self.register_buffer("noise_variance", torch.ones((), dtype=torch.float64))
         self.register_buffer("explained_variance", torch.zeros(latent_dim, dtype=torch.float64))
 
