@@ -222,3 +222,48 @@ def test_prompts_are_encoded_with_the_checkpoint_vocabulary():
         prompt_ids(VOCAB, "abxZ")
     with pytest.raises(ConfigError, match="has no newline"):
         prompt_ids("ab", "")
+
+
+def torch_reference(net: Transformer, bias: bool) -> torch.nn.TransformerEncoder:
+    """torch's own pre-norm encoder layers, causal-masked, carrying ``net``'s weights."""
+    C, L = net.n_embd, net.n_layer
+    layer = torch.nn.TransformerEncoderLayer(
+        C,
+        net.n_head,
+        4 * C,
+        0.0,
+        activation=lambda h: torch.nn.functional.gelu(h, approximate="tanh"),
+        batch_first=True,
+        norm_first=True,
+        bias=bias,
+    )
+    ref = torch.nn.TransformerEncoder(layer, L, enable_nested_tensor=False).eval()
+    ours = {"self_attn.in_proj_weight": "attn.qkv.weight", "self_attn.in_proj_bias": "attn.qkv.bias",
+            "self_attn.out_proj.weight": "attn.proj.weight", "self_attn.out_proj.bias": "attn.proj.bias",
+            "linear1.weight": "fc.weight", "linear1.bias": "fc.bias", "linear2.weight": "fc_out.weight",
+            "linear2.bias": "fc_out.bias", "norm1.weight": "ln_1.weight", "norm1.bias": "ln_1.bias",
+            "norm2.weight": "ln_2.weight", "norm2.bias": "ln_2.bias"}  # fmt: skip
+    params = dict(net.blocks.named_parameters())
+    with torch.no_grad():
+        for name, p in ref.layers.named_parameters():
+            i, rest = name.split(".", 1)
+            p.copy_(params[f"{i}.{ours[rest]}"])
+    return ref
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_logits_match_torch_transformer_encoder_layers_with_the_same_weights(bias):
+    net = tiny_net(block_size=12, bias=bias, n_layer=3, n_head=4, n_embd=32)
+    with torch.no_grad():  # non-trivial LayerNorm gains and biases, so a swapped parameter cannot pass
+        for name, p in net.named_parameters():
+            if p.ndim == 1:
+                p.copy_(torch.randn_like(p) * 0.5 + (1.0 if "ln" in name and "weight" in name else 0.0))
+    ref = torch_reference(net, bias)
+    idx = torch.randint(0, 11, (3, 12), generator=torch.Generator().manual_seed(2))
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(12)
+    with torch.no_grad():
+        h = ref(net.embed(idx), mask=mask, is_causal=True)
+        expected = torch.nn.functional.linear(net.ln_f(h), net.tok_emb.weight)
+        got = net(idx)
+    assert sum(1 for _ in ref.parameters()) == sum(1 for _ in net.blocks.parameters())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
