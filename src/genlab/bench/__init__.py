@@ -8,5 +8,6 @@ BENCHMARKS = [
     "genlab.bench.vae_throughput",
     "genlab.bench.classical_fit",
     "genlab.bench.gpt_speed",
+    "genlab.bench.gpt_recipe",
     "genlab.bench.pixelcnn_sampling",
 ]
