@@ -81,15 +81,12 @@ def _train_reference(dm: TextDataModule, steps: int, seed: int) -> ReferenceGPT:
          {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
         lr=r["lr"], betas=r["betas"],
     )  # fmt: skip
-    batches = iter(dm.train_dataloader())
+    loader = dm.train_dataloader()  # one loader, iterated once per epoch as the Trainer does: the same batches
+    batches = (batch for _ in iter(int, 1) for batch in loader)
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = r["lr"] * warmup_cosine(step, r["warmup_steps"], steps, r["min_lr"] / r["lr"])
-        try:
-            x, y = next(batches)
-        except StopIteration:
-            batches = iter(dm.train_dataloader())
-            x, y = next(batches)
+        x, y = next(batches)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
