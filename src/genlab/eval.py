@@ -22,6 +22,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Run the test split for ``cfg.ckpt_path``; returns the metrics written to ``metrics.json``."""
     L.seed_everything(cfg.seed, workers=True)
     model = load_model(cfg.ckpt_path, **OmegaConf.to_container(cfg.model_overrides, resolve=True))
+    if cfg.get("test_seed") is not None:  # the test stage's random numbers (null: the training run's seed)
+        model.genlab_meta["seed"] = int(cfg.test_seed)
     datamodule = build_datamodule(
         cfg.ckpt_path, cfg.get("data_dir"), **OmegaConf.to_container(cfg.data_overrides, resolve=True)
     )

@@ -19,7 +19,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import save_image
 
-from genlab.data.text import CharVocab
+from genlab.checks import positive_int
+from genlab.data.spec import CharVocab
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
 from genlab.utils.checkpoint import load_model
@@ -69,12 +70,10 @@ def draw_text(cfg: DictConfig, model: GenerativeModel, device: str) -> torch.Ten
         ConfigError: for unknown prompt characters, ``max_new_tokens < 1``, ``top_k < 1``, ``top_p``
             outside ``(0, 1]``, or a model that cannot continue a prompt.
     """
-    if not callable(getattr(model, "generate", None)):
-        raise ConfigError(f"{type(model).__name__} cannot continue a prompt (it has no generate method)")
+    if not model.can("generate"):
+        raise ConfigError(f"{type(model).__name__} cannot continue a prompt (it does not declare 'generate')")
     n = TEXT_SAMPLES if cfg.get("num_samples") is None else cfg.num_samples
-    max_new = cfg.get("max_new_tokens")
-    if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1:
-        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new!r}")
+    max_new = positive_int("max_new_tokens", cfg.get("max_new_tokens"))
     temperature = _number("temperature", cfg.get("temperature", 1.0), float)
     top_k = _number("top_k", cfg.get("top_k"), int)
     top_p = _number("top_p", cfg.get("top_p"), float)
@@ -90,7 +89,7 @@ def draw_text(cfg: DictConfig, model: GenerativeModel, device: str) -> torch.Ten
     with torch.no_grad():
         out = model.generate(ids.expand(n, -1), max_new, temperature=1.0 if temperature is None else temperature,
                              top_k=top_k, top_p=top_p, generator=generator).cpu()  # fmt: skip
-    texts = ["".join(vocab[i] for i in row) for row in out.tolist()]
+    texts = [CharVocab(vocab).decode(row) for row in out]
     folder = output_dir()
     torch.save(out, folder / "samples.pt")
     (folder / "samples.txt").write_text(SEPARATOR.join(texts) + "\n", encoding="utf-8")
@@ -108,9 +107,8 @@ def draw(cfg: DictConfig) -> torch.Tensor:
         ConfigError: for ``num_samples <= 0``, an unknown device, or a model that cannot sample.
     """
     num_samples = cfg.get("num_samples")
-    if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(num_samples, int)
-                                    or num_samples <= 0):  # fmt: skip
-        raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+    if num_samples is not None:
+        positive_int("num_samples", num_samples)
     model = load_model(cfg.ckpt_path, **OmegaConf.to_container(cfg.model_overrides, resolve=True))
     if not model.can("sample"):
         raise ConfigError(f"{type(model).__name__} cannot sample")

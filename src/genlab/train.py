@@ -17,17 +17,24 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import ConfigError
+from genlab.passes import fit_by_passes
 from genlab.utils.console import print_summary
 from genlab.utils.runs import finish_wandb, instantiate_all, output_dir, run_cli, write_metrics
 
 
 def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
-    """Wall time of ``model.sample(n)`` divided by ``n`` (``None`` for models that cannot sample)."""
+    """Wall time of ``model.sample(n)`` divided by ``n`` (``None`` for models that cannot sample).
+
+    On a GPU the clock stops after ``torch.cuda.synchronize``, so it times the kernels, not their launch.
+    """
     if not model.can("sample") or n <= 0:
         return None
     model.eval()
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     model.sample(n)
+    sync()
     return (time.perf_counter() - start) / n
 
 
@@ -62,10 +69,13 @@ def train(cfg: DictConfig) -> float | None:
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
 
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model, data_spec=datamodule.spec.to_dict(), _convert_="all")
+    # not recursive: nested configs (networks, optimizer, scheduler) reach the model as plain dicts,
+    # which it instantiates itself and stores in its hparams
+    model = instantiate(cfg.model, data_spec=datamodule.spec.to_dict(), _recursive_=False, _convert_="all")
     model.genlab_meta = {
         "model_target": cfg.model._target_,
         "data": OmegaConf.to_container(cfg.data, resolve=True),
+        "seed": int(cfg.seed),  # the test stage seeds its random numbers from it (see GenerativeModel)
     }
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
@@ -73,8 +83,11 @@ def train(cfg: DictConfig) -> float | None:
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if model.can("fit"):  # fitted by passes over the data (closed form / EM), on Lightning Fabric
+        best = fit_by_passes(model, datamodule, trainer, ckpt_path=cfg.get("ckpt_path"))
+    else:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
 
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}

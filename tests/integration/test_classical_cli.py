@@ -1,5 +1,6 @@
 """The classical models through the real CLI (``python -m genlab.train model=<name>``) on real data."""
 
+import csv
 import json
 import math
 
@@ -60,11 +61,18 @@ def test_every_classical_model_trains_tests_and_reports_through_the_cli(cli):
         else:
             assert m["test/nll_kind"] == "none" and "test/nll_nats" not in m and "test/bits_per_dim" not in m
         assert 0 < m["test/recon_mse"] < 0.1
-        if name in ("pca", "ppca"):  # closed form: one pass, then should_stop
+        if name in ("pca", "ppca"):  # closed form: one pass, then converged
             assert m["test/fit_passes"] == 1 and m["test/converged"] is True
             assert "epoch000" in ckpt
         elif name != "linear_ae":
             assert 1 <= m["test/fit_passes"] <= 4
+        if name != "linear_ae":  # the fitting loop logs one row per pass (step = pass index) and the best val/loss
+            with open(job / "csv" / "metrics.csv") as f:
+                rows = [r for r in csv.DictReader(f) if r["val/loss"]]
+            assert [int(r["step"]) for r in rows] == [int(r["epoch"]) for r in rows] == list(range(len(rows)))
+            assert m["val/best_loss"] == pytest.approx(min(float(r["val/loss"]) for r in rows), rel=1e-6)
+            assert (name in DENSITIES) == bool(rows[-1].get("train/nll_nats"))  # what the last pass reported
+            assert (job / "checkpoints" / "last.ckpt").is_file()
 
 
 @pytest.mark.heavy

@@ -92,7 +92,7 @@ def test_nan_and_empty_and_misshaped_input_are_data_errors(make):
     with pytest.raises(DataError, match="no training examples"):
         model.end_pass()
     model.fit_tensor(data(), max_iter=3)
-    for capability in ("log_prob", "encode", "reconstruct"):
+    for capability in ("log_prob", "encode", "reconstruct", "assign"):
         if model.can(capability):
             with pytest.raises(DataError, match="NaN"):
                 getattr(model, capability)(bad)
@@ -100,7 +100,7 @@ def test_nan_and_empty_and_misshaped_input_are_data_errors(make):
     inf = data()
     inf[0, 0, 0, 0] = math.inf
     with pytest.raises(DataError, match="infinite"):
-        model.loss_terms(inf, None, "val")
+        model.score(inf, None, "val")
 
 
 def test_linear_autoencoder_refuses_nan_and_empty_batches():
@@ -108,9 +108,9 @@ def test_linear_autoencoder_refuses_nan_and_empty_batches():
     bad = data().float()
     bad[0, 0, 0, 0] = math.nan
     with pytest.raises(DataError, match="NaN"):
-        model.loss_terms(bad, None, "train")
+        model.score(bad, None, "train")
     with pytest.raises(DataError, match="empty batch"):
-        model.loss_terms(data(0).float(), None, "train")
+        model.score(data(0).float(), None, "train")
 
 
 def constant_pixel_data(n=200):

@@ -52,8 +52,8 @@ def test_linear_autoencoder_converges_to_the_pca_subspace(tied):
     u, db = pca.components, model.bias.detach().double() - pca.mean
     assert (db - u @ (u.T @ db)).abs().max() < 0.02
     # the reconstruction error is within 1% of PCA's optimum
-    ours = model.loss_terms(x, y, "val")["loss"].mean().item()
-    best = pca.loss_terms(x, y, "val")["loss"].mean().item()
+    ours = model.score(x, y, "val")[0]["loss"].mean().item()
+    best = pca.score(x, y, "val")[0]["loss"].mean().item()
     assert best <= ours < 1.01 * best
     if tied:  # tied optimum: W = U_K R with R orthogonal, so W^T W = I
         torch.testing.assert_close(w.T @ w, torch.eye(K), rtol=0, atol=0.02)

@@ -43,10 +43,17 @@ def test_log_prob_and_posterior_equal_the_dense_gaussian(cls):
     torch.testing.assert_close(post_cov, torch.eye(3, dtype=F64) - w.T @ c_inv @ w)
     torch.testing.assert_close(model.encode(x), mean)
     torch.testing.assert_close(model.reconstruct(x).flatten(1), mean @ w.T + mu)
+    # decode: the mean of p(x | z); the component vectors are the rows of W^T
+    z = torch.randn(4, 3, generator=g, dtype=F64)
+    assert model.decode(z).shape == (4, 1, 4, 5)
+    torch.testing.assert_close(model.decode(z).flatten(1), z @ w.T + mu)
+    torch.testing.assert_close(model.component_vectors(), w.T, rtol=0, atol=0)
+    assert model.can("decode") and model.can("components") and model.can("fit")
     assert model.log_prob(x.float()).dtype == torch.float32
-    terms = model.loss_terms(x, None, "val")
+    terms, counts = model.score(x, None, "val")
     torch.testing.assert_close(terms["loss"], -model.log_prob(x))
-    torch.testing.assert_close(terms["nll_nats"], terms["loss"])
+    torch.testing.assert_close(terms["nll_nats"], terms["loss"])  # so the test stage does not score it again
+    assert counts is None
 
 
 @pytest.mark.parametrize("cls", [PPCA, FactorAnalysis])
@@ -72,7 +79,7 @@ def test_ppca_training_log_likelihood_is_the_closed_form():
     assert float(model.noise_variance) == pytest.approx(sigma2, rel=1e-10)
     expected = -0.5 * (p * math.log(2 * math.pi) + np.log(lam[:k]).sum() + (p - k) * math.log(sigma2) + p)
     assert float(model.log_prob(x.double()).mean()) == pytest.approx(expected, rel=1e-10)
-    assert float(model.score) == pytest.approx(expected, rel=1e-10)
+    assert float(model.train_log_lik) == pytest.approx(expected, rel=1e-10)
     # W = U_K (Lambda_K - sigma^2)^{1/2}: W^T W is diagonal with lambda_j - sigma^2
     torch.testing.assert_close(model.loadings.T @ model.loadings, torch.diag(torch.tensor(lam[:k].copy()) - sigma2))
 
@@ -105,7 +112,7 @@ def fa_vs_sklearn(x, spec, k, tol, **sk):
     ref = SkFactorAnalysis(k, tol=tol * len(flat), max_iter=2000, random_state=0, **sk).fit(flat.numpy())
     ours = float(model.log_prob(flat).mean())
     assert ours == pytest.approx(ref.score(flat.numpy()), abs=1e-3)
-    assert ours == pytest.approx(float(model.score), abs=tol * 10)  # the last E-step's score
+    assert ours == pytest.approx(float(model.train_log_lik), abs=tol * 10)  # the last E-step's score
     return model
 
 
@@ -126,7 +133,7 @@ def test_factor_analysis_em_never_lowers_the_likelihood():
     scores = []
     for _ in range(15):
         model.fit_tensor(x, max_iter=1)
-        scores.append(float(model.score))
+        scores.append(float(model.train_log_lik))
     assert all(b >= a - 1e-9 for a, b in zip(scores, scores[1:]))
     assert scores[-1] > scores[0] + 0.1  # EM moved away from the PPCA start
     assert int(model.n_iter) == 16
@@ -136,5 +143,5 @@ def test_streamed_em_equals_one_batch_em():
     x, spec = digits()
     whole = FactorAnalysis(spec, latent_dim=5, tol=0.0).fit_tensor(x, max_iter=6)
     streamed = FactorAnalysis(spec, latent_dim=5, tol=0.0).fit_tensor(x, max_iter=6, batch_size=100)
-    for name in ("mean", "loadings", "noise_variance", "score"):
+    for name in ("mean", "loadings", "noise_variance", "train_log_lik"):
         torch.testing.assert_close(getattr(streamed, name), getattr(whole, name), rtol=1e-9, atol=1e-12)

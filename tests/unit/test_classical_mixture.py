@@ -62,11 +62,11 @@ def test_density_bic_and_responsibilities_equal_sklearn_for_the_same_parameters(
     model.set_parameters(torch.tensor(ref.weights_), torch.tensor(ref.means_), torch.tensor(ref.covariances_))
     np.testing.assert_allclose(model.log_prob(x.double()).numpy(), ref.score_samples(flat), rtol=1e-10)
     np.testing.assert_allclose(model.responsibilities(x).numpy(), ref.predict_proba(flat), atol=1e-9)
-    np.testing.assert_array_equal(model.predict(x).numpy(), ref.predict(flat))
+    np.testing.assert_array_equal(model.assign(x).numpy(), ref.predict(flat))
     assert model.bic(x) == pytest.approx(ref.bic(flat), rel=1e-10)
     assert model.num_parameters() == ref._n_parameters()
     np.testing.assert_allclose(model.encode(x).sum(1).numpy(), 1.0, rtol=1e-6)
-    torch.testing.assert_close(model.reconstruct(x).flatten(1), model.means[model.predict(x)].float())
+    torch.testing.assert_close(model.reconstruct(x).flatten(1), model.means[model.assign(x)].float())
 
 
 def test_log_sum_exp_keeps_far_points_finite():
@@ -109,10 +109,10 @@ def test_kmeans_matches_sklearn_lloyd_from_the_same_seeds():
     model.fit_tensor(x, max_iter=300)
     np.testing.assert_allclose(model.centers.numpy(), ref.cluster_centers_, atol=1e-10)
     assert int(model.n_iter) == ref.n_iter_
-    inertia = float(model.loss_terms(x.double(), None, "val")["loss"].sum())
+    inertia = float(model.score(x.double(), None, "val")[0]["loss"].sum())
     assert inertia == pytest.approx(ref.inertia_, rel=1e-10)
-    np.testing.assert_array_equal(model.predict(x).numpy(), ref.labels_)
-    torch.testing.assert_close(model.encode(x).argmax(1), model.predict(x))
+    np.testing.assert_array_equal(model.assign(x).numpy(), ref.labels_)
+    torch.testing.assert_close(model.encode(x).argmax(1), model.assign(x))
     assert model.sample(5).shape == (5, 1, 8, 8)
 
 

@@ -7,6 +7,7 @@ from sklearn.decomposition import PCA as SkPCA
 
 from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
+from genlab.errors import DataError
 from genlab.models.classical import PCA
 
 
@@ -66,8 +67,17 @@ def test_encode_reconstruct_are_the_projection():
     torch.testing.assert_close(model.encode(x.double()), d @ w)
     torch.testing.assert_close(model.reconstruct(x.double()).flatten(1), d @ w @ w.T + model.mean)
     assert model.reconstruct(x).shape == x.shape and model.reconstruct(x).dtype == torch.float32
+    # codes back to data: decode(encode(x)) is the projection; the component vectors are the rows of W^T
+    z = model.encode(x.double())
+    torch.testing.assert_close(model.decode(z), model.reconstruct(x.double()))
+    assert model.decode(z.float()).dtype == torch.float32 and model.decode(z).shape == x.shape
+    torch.testing.assert_close(model.component_vectors(), w.T, rtol=0, atol=0)
+    with pytest.raises(DataError, match="8 values"):
+        model.decode(torch.zeros(3, 7))
     # val/loss is the squared reconstruction error summed over features
-    loss = model.loss_terms(x.double(), None, "val")["loss"]
+    loss, counts = model.score(x.double(), None, "val")
+    loss = loss["loss"]
+    assert counts is None
     torch.testing.assert_close(loss, (model.reconstruct(x.double()) - x.double()).flatten(1).pow(2).sum(1))
     # all components: the reconstruction is exact and the ratios sum to 1
     full = PCA(spec, 64).fit_tensor(x)

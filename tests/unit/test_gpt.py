@@ -6,7 +6,8 @@ import torch
 
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
-from genlab.models.gpt import GPT, warmup_cosine
+from genlab.models.gpt import GPT
+from genlab.models.schedules import warmup_cosine, warmup_cosine_schedule
 from genlab.nn.transformer import Transformer, filter_logits, generate, next_token
 
 VOCAB = "\n abcdefg"
@@ -189,8 +190,27 @@ def test_warmup_cosine_schedule_values():
     assert warmup_cosine(5000, 100, 2000, 0.1) == pytest.approx(0.1)
 
 
+TEN_STEPS = {"_target_": "genlab.models.schedules.warmup_cosine_schedule", "_partial_": True, "total_steps": 10}
+
+
+def test_the_schedule_from_config_steps_the_learning_rate():
+    model = GPT(text_spec(), n_layer=1, n_head=1, n_embd=8, lr=1e-3, scheduler={**TEN_STEPS, "warmup_steps": 2,
+                                                                                 "min_lr": 1e-4})  # fmt: skip
+    conf = model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:3] == pytest.approx([5e-4, 1e-3, 1e-3]) and lrs[10:] == pytest.approx([1e-4, 1e-4])
+    with pytest.raises(ConfigError, match=r"model.scheduler.min_lr must be in \[0, lr="):
+        warmup_cosine_schedule(opt, min_lr=1.0, total_steps=10)
+
+
 def test_weight_decay_on_matrices_only_no_biases_and_tied_head():
-    model = GPT(text_spec(), n_layer=2, n_head=2, n_embd=16, bias=False, weight_decay=0.1, lr_decay_steps=10)
+    model = GPT(text_spec(), n_layer=2, n_head=2, n_embd=16, bias=False, weight_decay=0.1, scheduler=TEN_STEPS)
     assert model.net.head.weight is model.net.tok_emb.weight
     assert all(getattr(m, "bias", None) is None for m in model.net.modules() if hasattr(m, "bias"))
     opt = model.configure_optimizers()["optimizer"]
@@ -210,6 +230,17 @@ def test_model_refuses_mismatched_or_non_sequence_data():
     model = GPT(text_spec(), n_layer=1, n_head=1, n_embd=8)
     with pytest.raises(ConfigError, match="unconditional"):
         model.sample(2, condition=torch.tensor([0, 1]))
+
+
+def test_start_symbol_given_must_be_in_the_vocabulary_and_the_default_falls_back_and_is_stored(caplog):
+    assert GPT(text_spec(), n_layer=1, n_head=1, n_embd=8).start_id == VOCAB.index("\n")
+    assert GPT(text_spec(), n_layer=1, n_head=1, n_embd=8, start_symbol="b").start_id == VOCAB.index("b")
+    with pytest.raises(ConfigError, match="model.start_symbol must be a symbol of the vocabulary"):
+        GPT(text_spec(), n_layer=1, n_head=1, n_embd=8, start_symbol="Z")
+    with caplog.at_level("WARNING"):
+        model = GPT(text_spec(vocab="xyz"), n_layer=1, n_head=1, n_embd=8)
+    assert model.start_id == 0 and model.hparams["start_symbol"] == "x"
+    assert "no newline" in caplog.text and "'x'" in caplog.text
 
 
 def test_prompts_are_encoded_with_the_checkpoint_vocabulary():
@@ -267,3 +298,35 @@ def test_logits_match_torch_transformer_encoder_layers_with_the_same_weights(bia
         got = net(idx)
     assert sum(1 for _ in ref.parameters()) == sum(1 for _ in net.blocks.parameters())
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_training_matmuls_stay_close_and_leave_evaluation_alone():
+    net = tiny_net(block_size=8)
+    idx = torch.randint(0, 11, (3, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = net(idx)
+    net.set_train_matmul_dtype("bfloat16")
+    with torch.no_grad():
+        assert torch.equal(net(idx), ref)  # evaluation keeps the model's precision
+    net.train()
+    out = net(idx)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=0, atol=0.02)
+    out.square().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in net.parameters())
+    with pytest.raises(ConfigError, match="torch dtype"):
+        net.set_train_matmul_dtype("bfloat17")
+
+
+def test_one_position_steps_match_the_full_pass_for_batches_and_classes():
+    net = tiny_net(block_size=12, num_classes=3)
+    idx = torch.randint(0, 11, (3, 10), generator=torch.Generator().manual_seed(4))
+    y = torch.tensor([0, 2, 1])
+    with torch.no_grad():
+        full = net(idx, condition=y)
+        cache = net.new_cache(3)
+        steps = [net(idx[:, :4], y, cache)] + [net(idx[:, t : t + 1], y, cache) for t in range(4, 10)]
+        assert cache.plan is not None  # the one-position path ran
+        with pytest.raises(ConfigError, match="class-conditional"):
+            net(idx[:, :1], None, cache)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-5)

@@ -67,3 +67,18 @@ def test_discretized_logistic_samples_lie_on_the_grid():
     s = DiscretizedLogistic(spec).sample(torch.zeros(8, 2, 1, 4, 4))
     k = s * 16
     assert torch.equal(k, k.round()) and s.min() >= 0 and s.max() <= 1
+
+
+@pytest.mark.parametrize("levels", [2, 17, 256])
+def test_discretized_logistic_mean_is_the_mean_of_its_masses_and_location_is_the_clamped_loc(levels):
+    lik = DiscretizedLogistic(DataSpec((1, 1, 1), "levels", levels))
+    torch.manual_seed(0)
+    params = torch.randn(5, 2, 1, 1, 1, dtype=torch.float64)
+    params[:, 0] = params[:, 0] * 0.6 + 0.5
+    grid = torch.arange(levels, dtype=torch.float64) / (levels - 1)
+    masses = torch.stack([lik.log_prob(params, torch.full((5, 1, 1, 1), float(v), dtype=torch.float64)).exp()
+                          for v in grid])  # fmt: skip
+    expected = (masses * grid[:, None]).sum(0)
+    torch.testing.assert_close(lik.mean(params).flatten(), expected, rtol=1e-10, atol=1e-12)
+    assert torch.equal(lik.location(params), params[:, 0].clamp(0, 1))
+    assert not torch.allclose(lik.mean(params), lik.location(params))  # they differ: the mean is not the location

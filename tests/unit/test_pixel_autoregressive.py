@@ -63,7 +63,8 @@ def test_equal_logits_give_exactly_log2_levels_bits_per_dim_and_shapes(cls, spec
     nll = -model.log_prob(x)
     assert nll.shape == (3,)
     assert bits_per_dim(nll, spec).tolist() == pytest.approx([bits] * 3, rel=1e-6)
-    terms = model.loss_terms(x, torch.zeros(3, dtype=torch.long), "val")
+    terms, counts = model.score(x, torch.zeros(3, dtype=torch.long), "val")
+    assert counts is None
     assert torch.equal(terms["nll_nats"], nll) and torch.equal(terms["loss"], nll)
 
 
@@ -133,7 +134,7 @@ def test_conditional_log_prob_and_marginal(cls):
     assert per_class.std(0).min() > 0.1  # the label matters
     expected = torch.logsumexp(per_class, 0) - math.log(10)
     assert torch.allclose(model.log_prob(x), expected, atol=1e-5)
-    terms = model.loss_terms(x, torch.tensor([2, 7]), "val")
+    terms, _ = model.score(x, torch.tensor([2, 7]), "val")
     assert torch.allclose(-terms["cond_nll_nats"], torch.stack([per_class[2, 0], per_class[7, 1]]))
     assert "nll_nats" not in terms
     assert model.describe() == {"nll_kind": "exact", "conditional": True, "class_prior": "uniform"}

@@ -112,7 +112,7 @@ def test_whole_split_evaluation_counts_each_token_once_and_averages_over_tokens(
     text = "".join(chr(97 + (i * 7) % 13) for i in range(1000)) + "\n"
     dm = TextDataModule(path=write(tmp_path, text), block_size=16, batch_size=4, eval_batch_size=5,
                         splits=[0.7, 0.2, 0.1])  # fmt: skip
-    model = GPT(dm.spec.to_dict(), n_layer=1, n_head=1, n_embd=8, lr_decay_steps=10)
+    model = GPT(dm.spec.to_dict(), n_layer=1, n_head=1, n_embd=8)
     with torch.no_grad():
         model.net.tok_emb.weight.zero_()  # all logits equal
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
@@ -132,7 +132,7 @@ def test_whole_split_evaluation_counts_each_token_once_and_averages_over_tokens(
     # a model whose losses differ between tokens: the logged loss is the mean over every scored token
     # (the last window holds 8 of 16 and the last batch 3 of 5 windows, so a mean over windows differs)
     torch.manual_seed(1)
-    model = GPT(dm.spec.to_dict(), n_layer=1, n_head=1, n_embd=8, lr_decay_steps=10)
+    model = GPT(dm.spec.to_dict(), n_layer=1, n_head=1, n_embd=8)
     (varied,) = trainer.validate(model, datamodule=dm, verbose=False)
     x, y = dm.eval_batches("val")
     assert len(x) == 13 and (y[-1] != IGNORE).sum() == 8

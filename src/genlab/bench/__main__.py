@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> Path:
         "machine": {"platform": platform.platform(), "cpu_threads": torch.get_num_threads(),
                     "cuda": torch.cuda.is_available()},
         "versions": versions(),
+        # each benchmark's key ratios, measured side by side in its run, first (the details follow)
+        "headlines": {k: r["headline"] for k, r in results.items() if isinstance(r, dict) and "headline" in r},
         "results": results,
     }  # fmt: skip
     out = Path(a.out)

@@ -5,7 +5,12 @@ of batch 12, AdamW (betas (0.9, 0.99), weight decay 0.1 on matrices), learning r
 warm-up steps and cosine decay to 1e-4, gradient clipping at 1.0, the first 90% of tiny-shakespeare
 for training and the last 10% for validation. Side by side, on the same training batches:
 
-* ``genlab``: :class:`~genlab.models.gpt.GPT` trained by ``lightning.Trainer.fit`` (the CLI's path);
+* ``genlab``: :class:`~genlab.models.gpt.GPT` trained by ``lightning.Trainer.fit`` as the CLI runs the
+  recipe: the whole validation split scored every 250 steps (8 times), a checkpoint kept, text samples
+  after each validation; :class:`~genlab.bench.timing.PhaseTimer` splits its wall time into optimizer
+  steps, validations and the rest;
+* ``genlab_bf16_matmuls``: the same with the blocks' Linear layers in bfloat16 during training
+  (``Transformer.set_train_matmul_dtype``; float32 master weights, evaluation in float32);
 * ``reference``: the same architecture assembled from ``torch.nn.TransformerEncoderLayer``
   (pre-norm, causal mask, no biases, tied output layer, GPT-2 initialisation, exact rather than tanh
   GELU) in a plain loop.
@@ -19,6 +24,7 @@ over 20 random batches of 12 windows, drawn ``draws`` times, giving that estimat
 from __future__ import annotations
 
 import math
+import tempfile
 import time
 
 import lightning as L
@@ -27,12 +33,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from genlab.bench.data import SHARED
+from genlab.bench.timing import PhaseTimer
+from genlab.callbacks.text import TextSamples
 from genlab.data.text import IGNORE, TextDataModule
-from genlab.models.gpt import GPT, warmup_cosine
+from genlab.models.gpt import GPT
+from genlab.models.schedules import warmup_cosine
 
 RECIPE = {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 64, "dropout": 0.0, "bias": False,
           "lr": 1e-3, "min_lr": 1e-4, "warmup_steps": 100, "betas": (0.9, 0.99), "weight_decay": 0.1}  # fmt: skip
-BATCH, CLIP, PUBLISHED = 12, 1.0, 1.886
+BATCH, CLIP, PUBLISHED, VAL_EVERY = 12, 1.0, 1.886, 250
+
+
+def genlab_gpt(spec: dict, steps: int, recipe: dict = RECIPE) -> GPT:
+    """The recipe's :class:`GPT` (AdamW, warm-up then cosine to ``min_lr`` at ``steps``)."""
+    r = recipe
+    return GPT(
+        spec, n_layer=r["n_layer"], n_head=r["n_head"], n_embd=r["n_embd"], block_size=r["block_size"],
+        dropout=r["dropout"], bias=r["bias"], lr=r["lr"], weight_decay=r["weight_decay"],
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "betas": list(r["betas"])},
+        scheduler={"_target_": "genlab.models.schedules.warmup_cosine_schedule", "_partial_": True,
+                   "warmup_steps": r["warmup_steps"], "min_lr": r["min_lr"], "total_steps": steps},
+    )  # fmt: skip
 
 
 class ReferenceGPT(nn.Module):
@@ -95,16 +116,24 @@ def _train_reference(dm: TextDataModule, steps: int, seed: int) -> ReferenceGPT:
     return model.eval()
 
 
-def _train_genlab(dm: TextDataModule, steps: int, seed: int) -> GPT:
+def _train_genlab(dm: TextDataModule, steps: int, seed: int, matmul_dtype: str | None = None) -> tuple[GPT, dict]:
+    """Train as the CLI does (validation every ``VAL_EVERY`` steps, a checkpoint, text samples); returns the
+    model and :meth:`PhaseTimer.split` of the run (from building the model to the end of the fit)."""
+    start = time.perf_counter()
     L.seed_everything(seed, verbose=False)
-    model = GPT(dm.spec.to_dict(), **RECIPE, lr_decay_steps=steps)
-    trainer = L.Trainer(
-        max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
-        gradient_clip_val=CLIP,
-    )  # fmt: skip
-    trainer.fit(model, datamodule=dm)
-    return model.eval()
+    model = genlab_gpt(dm.spec.to_dict(), steps)
+    model.net.set_train_matmul_dtype(matmul_dtype)
+    timer = PhaseTimer()
+    with tempfile.TemporaryDirectory() as tmp:
+        callbacks = [timer, L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp, monitor="val/loss", save_last=True),
+                     TextSamples(tmp, num_samples=4, every_n_val=1, seed=seed)]  # fmt: skip
+        trainer = L.Trainer(
+            max_steps=steps, max_epochs=-1, val_check_interval=min(VAL_EVERY, steps), check_val_every_n_epoch=None,
+            num_sanity_val_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+            accelerator="cpu", devices=1, gradient_clip_val=CLIP, callbacks=callbacks, log_every_n_steps=50,
+        )  # fmt: skip
+        trainer.fit(model, datamodule=dm)
+    return model.eval(), timer.split(time.perf_counter() - start)
 
 
 @torch.no_grad()
@@ -133,25 +162,43 @@ def run(quick: bool = False) -> dict:
     dm.setup("fit")
     x, y = dm.eval_batches("val")
     results: dict[str, dict] = {}
-    for name, train in (("genlab", _train_genlab), ("reference", _train_reference)):
+    contenders = (("genlab", lambda: _train_genlab(dm, steps, seed)),
+                  ("genlab_bf16_matmuls", lambda: _train_genlab(dm, steps, seed, "bfloat16")),
+                  ("reference", lambda: (_train_reference(dm, steps, seed), None)))  # fmt: skip
+    for name, train in contenders:
         start = time.perf_counter()
-        model = train(dm, steps, seed)
+        model, split = train()
         seconds = time.perf_counter() - start
         logits_fn = model.forward if isinstance(model, GPT) else model
         results[name] = {"val_nats_per_char": round(split_nats(logits_fn, x, y), 4), "train_seconds": round(seconds, 1)}
-        if isinstance(model, GPT):
+        if split is not None:
+            results[name]["time_split"] = split
+        if name == "genlab":
             est = random_batch_estimates(model, dm.split_ids("val"), draws)
             results[name]["random_20_batch_estimate"] = {
                 "draws": draws, "mean": round(float(est.mean()), 4), "std": round(float(est.std()), 4),
                 f"fraction_at_or_below_{PUBLISHED}": round(float((est <= PUBLISHED).float().mean()), 3),
             }  # fmt: skip
-    g, r = results["genlab"]["val_nats_per_char"], results["reference"]["val_nats_per_char"]
+    val = {k: v["val_nats_per_char"] for k, v in results.items()}
+    ms = {k: results[k]["time_split"]["ms_per_step"] for k in ("genlab", "genlab_bf16_matmuls")}
+    split = results["genlab"]["time_split"]
     return {
+        "headline": {
+            "val_nats_per_char": val,
+            "ms_per_step": ms,
+            "step_speedup_bf16_matmuls": round(ms["genlab"] / ms["genlab_bf16_matmuls"], 3),
+            "time_split_fraction_genlab": split["fraction"],
+            "seconds_per_validation_genlab": split["seconds_per_validation"],
+        },
         "data": "tiny-shakespeare, first 90% train, last 10% validation (whole split scored)",
         "steps": steps,
         "seed": seed,
         "torch_threads": torch.get_num_threads(),
-        "val_nats_per_char": {"genlab": g, "reference": r},
-        "difference_genlab_minus_reference": round(g - r, 4),
+        "val_nats_per_char": val,
+        "difference_genlab_minus_reference": round(val["genlab"] - val["reference"], 4),
+        "difference_bf16_matmuls_minus_genlab": round(val["genlab_bf16_matmuls"] - val["genlab"], 4),
+        "ms_per_step": ms,
+        "step_speedup_bf16_matmuls": round(ms["genlab"] / ms["genlab_bf16_matmuls"], 3),
+        "time_split_fraction": {k: results[k]["time_split"]["fraction"] for k in ("genlab", "genlab_bf16_matmuls")},
         "details": results,
     }

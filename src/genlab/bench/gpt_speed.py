@@ -3,9 +3,11 @@
 One process, side by side (twice each, interleaved, best kept), on tiny-shakespeare from
 ``../shared`` (a synthetic text when it is missing):
 
-* training, batch 12 x block 64, AdamW + warm-up/cosine schedule + gradient clipping at 1.0:
+* training, batch 12 x block 64, fused AdamW + warm-up/cosine schedule + gradient clipping at 1.0:
   ``lightning`` (``Trainer.fit`` on :class:`~genlab.data.text.TextDataModule`) against ``plain`` (a
-  hand-written loop over the same batches, the baseline);
+  hand-written loop over the same batches, the baseline), each in float32 and with the blocks' Linear
+  layers in bfloat16 during training (``*_bf16_matmuls``, ``Transformer.set_train_matmul_dtype``);
+  reported as ms per step and the speed-up of each over ``plain`` (float32);
 * generation of 500 new tokens for one sequence from a newline: ``kv_cache`` (one position per
   token, the window jumps back to ``block_size // 2`` tokens when full), ``no_cache_same_window``
   (full recompute on the same window schedule: the same tokens, checked) and
@@ -23,6 +25,7 @@ import lightning as L
 import torch
 
 from genlab.bench.data import SHARED
+from genlab.bench.gpt_recipe import RECIPE, genlab_gpt
 from genlab.bench.timing import StepTimer
 from genlab.data.text import TextDataModule
 from genlab.models.gpt import GPT
@@ -47,24 +50,26 @@ def _datamodule(tmp: str) -> tuple[TextDataModule, str]:
     return dm, name
 
 
-def _model(dm: TextDataModule) -> GPT:
+def _model(dm: TextDataModule, matmul_dtype: str | None = None) -> GPT:
     torch.manual_seed(0)
-    return GPT(dm.spec.to_dict(), **GPT_CPU, lr_decay_steps=2000)
+    model = genlab_gpt(dm.spec.to_dict(), 2000, {**RECIPE, **GPT_CPU})
+    model.net.set_train_matmul_dtype(matmul_dtype)
+    return model
 
 
-def _lightning(dm: TextDataModule, steps: int, warmup: int) -> float:
+def _lightning(dm: TextDataModule, steps: int, warmup: int, matmul_dtype: str | None = None) -> float:
     timer = StepTimer(warmup)
     trainer = L.Trainer(
         max_steps=steps + warmup, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         accelerator="cpu", devices=1, gradient_clip_val=1.0, callbacks=[timer],
     )  # fmt: skip
-    trainer.fit(_model(dm), datamodule=dm)
+    trainer.fit(_model(dm, matmul_dtype), datamodule=dm)
     return steps * BATCH * BLOCK / (timer.end - timer.start)
 
 
-def _plain(dm: TextDataModule, steps: int, warmup: int) -> float:
-    model = _model(dm)
+def _plain(dm: TextDataModule, steps: int, warmup: int, matmul_dtype: str | None = None) -> float:
+    model = _model(dm, matmul_dtype)
     conf = model.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     model.train()
@@ -74,7 +79,8 @@ def _plain(dm: TextDataModule, steps: int, warmup: int) -> float:
         if step == warmup:
             start = time.perf_counter()
         x, y = next(it)
-        loss = model.loss_terms(x, y, "train")["loss"].mean()
+        sums, counts = model.score(x, y, "train")
+        loss = sums["loss"].sum() / counts.sum().clamp(min=1)  # as GenerativeModel.training_step
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -100,9 +106,15 @@ def run(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dm, data_name = _datamodule(tmp)
         train: dict[str, float] = {}
+        contenders = (
+            ("lightning", _lightning, None),
+            ("plain", _plain, None),
+            ("lightning_bf16_matmuls", _lightning, "bfloat16"),
+            ("plain_bf16_matmuls", _plain, "bfloat16"),
+        )
         for _ in range(2):
-            for name, fn in (("lightning", _lightning), ("plain", _plain)):
-                train[name] = max(train.get(name, 0.0), fn(dm, steps, warmup))
+            for name, fn, dtype in contenders:
+                train[name] = max(train.get(name, 0.0), fn(dm, steps, warmup, dtype))
         model = _model(dm).eval()
     gen: dict[str, float] = {}
     outs: dict[str, torch.Tensor] = {}
@@ -119,7 +131,13 @@ def run(quick: bool = False) -> dict:
             model.sample_keep = None
             gen[name] = max(gen.get(name, 0.0), rate)
     tokens_per_step = BATCH * BLOCK
+    ms = {k: round(1000 * tokens_per_step / v, 2) for k, v in train.items()}
     return {
+        "headline": {
+            "sampler_speedup_kv_cache_vs_sliding_window": round(gen["kv_cache"] / gen["no_cache_sliding_window"], 2),
+            "train_ms_per_step": {k: ms[k] for k in ("plain", "lightning", "lightning_bf16_matmuls")},
+            "train_step_speedup_bf16_matmuls_lightning": round(train["lightning_bf16_matmuls"] / train["lightning"], 3),
+        },
         "data": data_name,
         "model": "gpt_cpu: 4 layers, 4 heads, 128 wide, block 64, no biases",
         "num_params": sum(p.numel() for p in model.parameters()),
@@ -128,8 +146,12 @@ def run(quick: bool = False) -> dict:
             "batch": f"{BATCH} x {BLOCK} tokens",
             "timed_steps": steps,
             "tokens_per_s": {k: round(v, 1) for k, v in train.items()},
-            "ms_per_iter": {k: round(1000 * tokens_per_step / v, 2) for k, v in train.items()},
+            "ms_per_iter": ms,
             "ratio_vs_plain": {k: round(v / train["plain"], 3) for k, v in train.items()},
+            "step_speedup_bf16_matmuls": {
+                "lightning": round(train["lightning_bf16_matmuls"] / train["lightning"], 3),
+                "plain": round(train["plain_bf16_matmuls"] / train["plain"], 3),
+            },
         },
         "generate": {
             "new_tokens": n_new,

@@ -23,13 +23,16 @@ from genlab.bench.timing import StepTimer
 from genlab.data.digits import DigitsDataModule
 from genlab.data.vision import MNISTDataModule
 from genlab.models.vae import VAE
+from genlab.nn.conv import ConvDecoder, ConvEncoder
+from genlab.utils.config import config_of
 
 BATCH = 128
 
 
 def _model(spec) -> VAE:
     torch.manual_seed(0)
-    return VAE(spec.to_dict(), arch="cnn", latent_dim=16, channels=[32, 64])
+    nets = {"encoder": config_of(ConvEncoder, channels=[32, 64]), "decoder": config_of(ConvDecoder, channels=[64, 32])}
+    return VAE(spec.to_dict(), **nets, latent_dim=16)
 
 
 def _lightning(dm, steps: int, warmup: int) -> float:

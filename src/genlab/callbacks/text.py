@@ -8,6 +8,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from genlab.data.spec import CharVocab
 from genlab.models.base import GenerativeModel
 
 SEPARATOR = "\n" + "-" * 40 + "\n"
@@ -50,7 +51,7 @@ class TextSamples(L.Callback):
                 ids = model.sample(self.num_samples).cpu()
         finally:
             model.train(was_training)
-        return ["".join(vocab[i] for i in row) for row in ids.reshape(len(ids), -1).tolist()]
+        return [CharVocab(vocab).decode(row) for row in ids.reshape(len(ids), -1)]
 
     def _write(self, trainer: L.Trainer, texts: list[str], path: Path, key: str) -> Path | None:
         if not texts:

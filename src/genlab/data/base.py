@@ -14,16 +14,23 @@ from collections.abc import Callable, Iterator
 import lightning as L
 import torch
 
-from genlab.data.spec import DataSpec
+from genlab.data.spec import REPRESENTATION_OF, DataSpec
 from genlab.errors import ConfigError
 
 REPRESENTATIONS = ("continuous", "dequantized", "binarized")
-#: the data.representation a user sets, for each DataSpec.kind it gives
-REPRESENTATION_OF = {"levels": "data.representation=continuous", "dequantized": "data.representation=dequantized",
-                     "binary": "data.representation=binarized"}  # fmt: skip
 BINARIZATIONS = ("static", "dynamic")
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def rank_and_world(trainer: L.Trainer | None) -> tuple[int, int]:
+    """``(rank, world size)`` of this process: the Trainer's; without one, ``torch.distributed``'s when it is
+    initialised (a Lightning Fabric run); else ``(0, 1)``."""
+    if trainer is not None:
+        return trainer.global_rank, trainer.world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 class TensorBatchLoader:
@@ -31,8 +38,9 @@ class TensorBatchLoader:
 
     Shuffles with a permutation seeded by ``seed + epoch`` (the epoch counts calls to ``__iter__``),
     so every process of a distributed run draws the same permutation and takes its own shard
-    ``perm[rank::world_size]``. Training shards are cut to equal length (as ``DistributedSampler``
-    with ``drop_last``); evaluation shards are not padded, so each example counts exactly once.
+    ``perm[rank::world_size]``. Shards of a loader that drops the last partial batch (gradient
+    training) are cut to equal length (as ``DistributedSampler`` with ``drop_last``); other shards are
+    not cut or padded, so each example counts exactly once.
 
     Args:
         levels: ``(N, ...)`` integer-level tensor (any dtype).
@@ -67,7 +75,7 @@ class TensorBatchLoader:
 
     def _num_local(self) -> int:
         n = len(self.levels)
-        if self.shuffle:  # equal shards, as DistributedSampler(drop_last=True)
+        if self.shuffle and self.drop_last:  # equal shards, as DistributedSampler(drop_last=True)
             return n // self.world_size
         return len(range(self.rank, n, self.world_size))
 
@@ -209,24 +217,25 @@ class TensorDataModule(L.LightningDataModule):
             self._eval_x[split] = self.represent(self.splits[split][0], generator=g)
         return self._eval_x[split]
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 0, 1
-        return trainer.global_rank, trainer.world_size
-
-    def train_dataloader(self) -> TensorBatchLoader:
+    def _train_loader(self, drop_last: bool) -> TensorBatchLoader:
         lv, y = self.splits["train"]
-        rank, world = self._rank_world()
-        # gradient models drop a final partial batch; models fitted from sufficient statistics see every example
-        model = getattr(getattr(self, "trainer", None), "lightning_module", None)
+        rank, world = rank_and_world(self.trainer)
         return TensorBatchLoader(
             lv, y, self.batch_size, self.represent, shuffle=True,
-            drop_last=getattr(model, "train_drop_last", True), seed=self.seed, rank=rank, world_size=world,
+            drop_last=drop_last, seed=self.seed, rank=rank, world_size=world,
         )  # fmt: skip
 
+    def train_dataloader(self) -> TensorBatchLoader:
+        """Shuffled training batches with fresh noise each epoch; a final partial batch is dropped (gradient steps)."""
+        return self._train_loader(drop_last=True)
+
+    def pass_dataloader(self) -> TensorBatchLoader:
+        """The training split for a model fitted by passes (``genlab.passes``): every example exactly once per
+        iteration, the last batch partial, shuffled with fresh noise each pass as :meth:`train_dataloader`."""
+        return self._train_loader(drop_last=False)
+
     def _eval_loader(self, split: str) -> TensorBatchLoader:
-        rank, world = self._rank_world()
+        rank, world = rank_and_world(self.trainer)
         x, y = self._eval_tensor(split), self.splits[split][1]
         return TensorBatchLoader(x, y, self.eval_batch_size, lambda t: t, rank=rank, world_size=world)
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+
 KINDS = ("binary", "levels", "dequantized")
+#: the data.representation a user sets, for each DataSpec.kind it gives
+REPRESENTATION_OF = {"levels": "data.representation=continuous", "dequantized": "data.representation=dequantized",
+                     "binary": "data.representation=binarized"}  # fmt: skip
+IGNORE = -1  # target id of token positions that are not scored (text batches)
 
 
 @dataclass(frozen=True)
@@ -69,3 +76,73 @@ class DataSpec:
         if isinstance(spec, DataSpec):
             return spec
         return cls(**dict(spec))
+
+    def summary(self) -> str:
+        """A short description, e.g. ``vocabulary of 65, window (64,)`` or ``shape (1, 8, 8), ..., 17 levels``."""
+        if self.vocab is not None:
+            return f"vocabulary of {self.levels}, window {self.shape}"
+        classes = f", {self.num_classes} classes" if self.num_classes else ""
+        return f"shape {self.shape}, {REPRESENTATION_OF[self.kind]}, {self.levels} levels{classes}"
+
+
+class CharVocab:
+    """A character vocabulary: token id ``i`` is the character ``symbols[i]``.
+
+    Args:
+        symbols: the characters in id order, each once.
+
+    Raises:
+        ValueError: if a symbol repeats or is not a single character.
+    """
+
+    def __init__(self, symbols: str) -> None:
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("a vocabulary lists each character once")
+        self.symbols = symbols
+        codes = torch.tensor([ord(c) for c in symbols], dtype=torch.int64)
+        self._codes, self._ids = codes.sort()
+
+    @classmethod
+    def from_text(cls, text: str) -> CharVocab:
+        """The characters of ``text`` in code-point order."""
+        return cls("".join(sorted(set(text))))
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def __contains__(self, char: str) -> bool:
+        return char in self.symbols
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` outside the vocabulary, sorted."""
+        return sorted(set(text) - set(self.symbols))
+
+    def encode(self, text: str, unknown: str | None = None) -> torch.Tensor:
+        """Token ids of ``text``: ``(len(text),)`` int64.
+
+        Args:
+            unknown: a vocabulary character that stands for every character outside the
+                vocabulary; ``None`` refuses them.
+
+        Raises:
+            ValueError: for characters outside the vocabulary when ``unknown`` is ``None``, or an
+                ``unknown`` that is not in the vocabulary.
+        """
+        if not text:
+            return torch.zeros(0, dtype=torch.int64)
+        codes = torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32).long()
+        pos = torch.searchsorted(self._codes, codes).clamp_(max=len(self) - 1)
+        ids = self._ids[pos]
+        known = self._codes[pos] == codes
+        if not bool(known.all()):
+            if unknown is None:
+                raise ValueError(f"characters outside the vocabulary: {self.unknown(text)}")
+            if unknown not in self:
+                raise ValueError(f"the unknown-character token {unknown!r} is not in the vocabulary")
+            ids[~known] = self.symbols.index(unknown)
+        return ids
+
+    def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
+        """The text of token ids ``(N,)``."""
+        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
+        return "".join(self.symbols[i] for i in ids)

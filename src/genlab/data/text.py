@@ -32,79 +32,15 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from genlab.data.base import TensorBatchLoader
-from genlab.data.spec import DataSpec
+from genlab.data.base import TensorBatchLoader, rank_and_world
+from genlab.data.spec import IGNORE, CharVocab, DataSpec
 from genlab.errors import ConfigError, DataError
 
 TINY_SHAKESPEARE_URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 UNKNOWN = "\ufffd"
-IGNORE = -1  # target id of positions that are not scored
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class CharVocab:
-    """A character vocabulary: token id ``i`` is the character ``symbols[i]``.
-
-    Args:
-        symbols: the characters in id order, each once.
-
-    Raises:
-        ValueError: if a symbol repeats or is not a single character.
-    """
-
-    def __init__(self, symbols: str) -> None:
-        if len(set(symbols)) != len(symbols):
-            raise ValueError("a vocabulary lists each character once")
-        self.symbols = symbols
-        codes = torch.tensor([ord(c) for c in symbols], dtype=torch.int64)
-        self._codes, self._ids = codes.sort()
-
-    @classmethod
-    def from_text(cls, text: str) -> CharVocab:
-        """The characters of ``text`` in code-point order."""
-        return cls("".join(sorted(set(text))))
-
-    def __len__(self) -> int:
-        return len(self.symbols)
-
-    def __contains__(self, char: str) -> bool:
-        return char in self.symbols
-
-    def unknown(self, text: str) -> list[str]:
-        """The distinct characters of ``text`` outside the vocabulary, sorted."""
-        return sorted(set(text) - set(self.symbols))
-
-    def encode(self, text: str, unknown: str | None = None) -> torch.Tensor:
-        """Token ids of ``text``: ``(len(text),)`` int64.
-
-        Args:
-            unknown: a vocabulary character that stands for every character outside the
-                vocabulary; ``None`` refuses them.
-
-        Raises:
-            ValueError: for characters outside the vocabulary when ``unknown`` is ``None``, or an
-                ``unknown`` that is not in the vocabulary.
-        """
-        if not text:
-            return torch.zeros(0, dtype=torch.int64)
-        codes = torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32).long()
-        pos = torch.searchsorted(self._codes, codes).clamp_(max=len(self) - 1)
-        ids = self._ids[pos]
-        known = self._codes[pos] == codes
-        if not bool(known.all()):
-            if unknown is None:
-                raise ValueError(f"characters outside the vocabulary: {self.unknown(text)}")
-            if unknown not in self:
-                raise ValueError(f"the unknown-character token {unknown!r} is not in the vocabulary")
-            ids[~known] = self.symbols.index(unknown)
-        return ids
-
-    def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
-        """The text of token ids ``(N,)``."""
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else ids
-        return "".join(self.symbols[i] for i in ids)
 
 
 def split_bounds(n: int, splits: Sequence[float]) -> tuple[int, int]:
@@ -344,20 +280,20 @@ class TextDataModule(L.LightningDataModule):
             self._eval[split] = eval_windows(self.ids, *self.bounds[split], self.block_size)
         return self._eval[split]
 
-    def _rank_world(self) -> tuple[int, int]:
-        trainer = getattr(self, "trainer", None)
-        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
-
     def train_dataloader(self) -> RandomWindowLoader:
         ids = self.split_ids("train")
-        rank, world = self._rank_world()
+        rank, world = rank_and_world(self.trainer)
         num = self.train_batches_per_epoch or max(1, len(ids) // (self.batch_size * self.block_size * world))
         return RandomWindowLoader(ids, self.block_size, self.batch_size, num, self.seed, rank, world)
 
     def _eval_loader(self, split: str) -> TensorBatchLoader:
         x, y = self.eval_batches(split)
-        rank, world = self._rank_world() if len(x) else (0, 1)  # an empty split: nothing on any process
+        rank, world = rank_and_world(self.trainer) if len(x) else (0, 1)  # an empty split: nothing on any process
         return TensorBatchLoader(x, y, self.eval_batch_size, lambda t: t, rank=rank, world_size=world)
+
+    def pass_dataloader(self) -> TensorBatchLoader:
+        """The training split once, in the consecutive windows of val/test, for a model fitted by passes."""
+        return self._eval_loader("train")
 
     def val_dataloader(self) -> TensorBatchLoader:
         return self._eval_loader("val")

@@ -1,6 +1,6 @@
 """Likelihood units in one place: nats per example to bits per dimension.
 
-Conventions (see DESIGN.md, "Units"):
+Conventions (README.md, "Units"):
 
 * A model of ``binary`` or ``levels`` data returns a log probability mass ``log P(x)``, so
   ``bits/dim = nll_nats / (D ln 2)``.

@@ -1,17 +1,17 @@
-"""Deterministic bottleneck autoencoder (MLP or CNN)."""
+"""Deterministic bottleneck autoencoder; its encoder and decoder are networks given as config."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from genlab.checks import one_of, positive_int
 from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, positive_int
-from genlab.nn.build import encoder_decoder
+from genlab.models.base import GenerativeModel, plain
+from genlab.nn.mlp import MLPDecoder, MLPEncoder
+from genlab.utils.config import build, config_of
 
 LOSSES = ("mse", "bce")
 
@@ -25,41 +25,45 @@ class Autoencoder(GenerativeModel):
     the VAE.
 
     Args:
-        data_spec: the data description (images ``(C, H, W)`` in ``[0, 1]``).
-        arch: ``mlp`` or ``cnn`` (see :func:`genlab.nn.build.encoder_decoder`).
+        data_spec: the data description (values in ``[0, 1]``, any shape for MLPs, ``(C, H, W)`` for CNNs).
+        encoder: ``_target_`` config of a network ``(B, *shape) -> (B, latent_dim)``, built with
+            ``shape`` and ``out_features`` filled in; default ``genlab.nn.mlp.MLPEncoder`` with
+            ``hidden_dims: [512, 256]``. Stored as given, a plain dict.
+        decoder: ``_target_`` config of a network ``(B, latent_dim) -> (B, 1, *shape)``, built with
+            ``latent_dim``, ``shape`` and ``num_params=1`` filled in; default ``genlab.nn.mlp.MLPDecoder``
+            with ``hidden_dims: [256, 512]``.
         latent_dim: size of the code ``z`` (> 0).
-        hidden_dims: MLP widths; channels: CNN stage channels.
         loss: ``mse`` (squared error, summed over dimensions) or ``bce`` (binary cross-entropy with
             targets in ``[0, 1]``, summed over dimensions).
-        lr, weight_decay: Adam settings.
+        base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
-        ConfigError: for a non-positive ``latent_dim``, an unknown ``arch`` or ``loss``.
+        ConfigError: for a non-positive ``latent_dim``, an unknown ``loss``, or an encoder/decoder
+            config that cannot be built (naming ``model.encoder`` / ``model.decoder``).
     """
 
     nll_kind = "none"
-    capabilities = frozenset({"sample", "encode", "reconstruct"})
+    capabilities = frozenset({"sample", "encode", "decode", "reconstruct"})
 
     def __init__(
         self,
         data_spec: DataSpec | dict[str, Any],
-        arch: str = "mlp",
+        encoder: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
         latent_dim: int = 16,
-        hidden_dims: Sequence[int] = (512, 256),
-        channels: Sequence[int] = (32, 64),
         loss: str = "mse",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        **base: Any,
     ) -> None:
-        super().__init__(data_spec, lr=lr, weight_decay=weight_decay)
-        if loss not in LOSSES:
-            raise ConfigError(f"unknown model.loss={loss!r}; choose one of {LOSSES}")
+        super().__init__(data_spec, **base)
+        self.refuse_tokens()
+        self.loss = one_of("model.loss", loss, LOSSES)
         self.latent_dim = positive_int("model.latent_dim", latent_dim)
-        self.save_model_hparams()
-        self.loss = loss
-        self.encoder, self.decoder = encoder_decoder(
-            arch, self.spec.shape, latent_dim, latent_dim, 1, list(hidden_dims), list(channels)
-        )
+        encoder = plain(encoder) if encoder is not None else config_of(MLPEncoder, hidden_dims=[512, 256])
+        decoder = plain(decoder) if decoder is not None else config_of(MLPDecoder, hidden_dims=[256, 512])
+        self.save_model_hparams()  # stores encoder/decoder as the plain dicts above
+        shape = self.spec.shape
+        self.encoder = build(encoder, "model.encoder", shape=shape, out_features=latent_dim)
+        self.decoder = build(decoder, "model.decoder", latent_dim=latent_dim, shape=shape, num_params=1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, *shape) -> (B, latent_dim)``."""
@@ -69,20 +73,24 @@ class Autoencoder(GenerativeModel):
         """``(B, latent_dim) -> (B, *shape)`` pre-sigmoid outputs."""
         return self.decoder(z)[:, 0]
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Codes ``(B, latent_dim)`` -> ``(B, *shape)`` in ``[0, 1]``."""
+        return torch.sigmoid(self.decode_logits(z))
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, *shape)`` in ``[0, 1]``."""
-        return torch.sigmoid(self.decode_logits(self.encode(x)))
+        return self.decode(self.encode(x))
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Decode ``n`` codes drawn from ``N(0, I)``: ``(n, *shape)`` in ``[0, 1]``."""
-        return torch.sigmoid(self.decode_logits(torch.randn(n, self.latent_dim, device=self.device)))
+        return self.decode(torch.randn(n, self.latent_dim, device=self.device))
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str):
+        """``loss``: the reconstruction error per example, summed over dimensions (squared error or BCE)."""
         logits = self.decode_logits(self.encode(x))
         if self.loss == "bce":
             per_dim = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
         else:
             per_dim = (torch.sigmoid(logits) - x) ** 2
-        loss = per_dim.flatten(1).sum(1)
-        return {"loss": loss}
+        return {"loss": per_dim.flatten(1).sum(1)}, None

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from genlab.checks import positive_int, require
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
@@ -30,7 +31,7 @@ class PixelAutoregressive(GenerativeModel):
     Subclasses implement ``logits(x, y) -> (B, K, C, H, W)`` (causal: the logits of sub-pixel ``d``
     depend on ``x_<d`` only) and ``_sample_fast(u, y)``, a sampler that reuses what earlier positions
     computed. This class provides ``log_prob``, ``sample`` (with the naive sampler, one full
-    forward pass per sub-pixel, as the reference), ``loss_terms`` and the checks.
+    forward pass per sub-pixel, as the reference), ``score`` and the checks.
 
     Both samplers draw the uniform noise ``u ~ U[0, 1)`` of every sub-pixel up front, in one call,
     and turn ``u`` into a value by inverting the sub-pixel's CDF (:meth:`draw`); so for one seed they
@@ -44,8 +45,8 @@ class PixelAutoregressive(GenerativeModel):
 
     Args:
         data_spec: the data description (``kind`` ``binary`` or ``levels``; images ``(C, H, W)``).
-        conditional: model ``P(x | y)``.
-        lr, weight_decay: Adam settings.
+        conditional: model ``P(x | y)`` (declares the ``conditional`` capability).
+        base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
         ConfigError: for dequantized data (these are discrete models), data that are not images,
@@ -55,14 +56,8 @@ class PixelAutoregressive(GenerativeModel):
     nll_kind = "exact"
     capabilities = frozenset({"log_prob", "sample"})
 
-    def __init__(
-        self,
-        data_spec: DataSpec | dict[str, Any],
-        conditional: bool = False,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-    ) -> None:
-        super().__init__(data_spec, lr=lr, weight_decay=weight_decay)
+    def __init__(self, data_spec: DataSpec | dict[str, Any], conditional: bool = False, **base: Any) -> None:
+        super().__init__(data_spec, **base)
         name = type(self).__name__
         if self.spec.kind == "dequantized":
             raise ConfigError(
@@ -74,9 +69,26 @@ class PixelAutoregressive(GenerativeModel):
         if conditional and not self.spec.num_classes:
             raise ConfigError(f"model.conditional=true needs labelled data; these data have no classes ({name})")
         self.conditional = bool(conditional)
+        if self.conditional:
+            self.capabilities = type(self).capabilities | {"conditional"}
         self.num_classes: int | None = self.spec.num_classes if self.conditional else None
         self.num_colors = self.spec.shape[0]
         self.num_outputs = 1 if self.spec.kind == "binary" else self.spec.levels
+
+    def check_sizes(self, hidden_channels: int, head_channels: int, num_layers: int, **kernels: int) -> None:
+        """The conv families' checks: positive sizes, odd kernels, widths of at least ``C`` colour channels.
+
+        Raises:
+            ConfigError: naming the ``model.<key>`` at fault.
+        """
+        for name, value in (("hidden_channels", hidden_channels), ("head_channels", head_channels),
+                            ("num_layers", num_layers), *kernels.items()):  # fmt: skip
+            positive_int(f"model.{name}", value)
+        for name, k in kernels.items():
+            require(k % 2 == 1, f"model.{name}", "odd", k)
+        c = self.num_colors
+        if hidden_channels < c or head_channels < c:
+            raise ConfigError(f"model.hidden_channels and head_channels must be >= the {c} colour channels")
 
     # --- to implement --------------------------------------------------------------------------
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -195,19 +207,11 @@ class PixelAutoregressive(GenerativeModel):
                     x[:, c, i, j] = self.draw(self.logits(x, y)[:, :, c, i, j], u[:, c, i, j])
         return x
 
-    @torch.no_grad()
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        """As the base class, without scoring an unconditional batch twice (its loss is ``-log_prob``)."""
-        x, y = batch
-        terms = self.loss_terms(x, y, "test")
-        if self.conditional:
-            terms["nll_nats"] = -self.log_prob(x)
-        self._log_terms("test", terms, len(x))
-
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
-        """``-log P(x)`` (``-log P(x | y)`` when conditional) per example, in nats."""
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str):
+        """``-log P(x)`` per example in nats (``-log P(x | y)`` when conditional; the test stage then adds
+        the marginal ``nll_nats`` through :meth:`log_prob`, so each batch is scored once per class)."""
         if self.conditional:
             nll = -self.log_prob(x, y)
-            return {"loss": nll, "cond_nll_nats": nll, "cond_bits_per_dim": bits_per_dim(nll, self.spec)}
+            return {"loss": nll, "cond_nll_nats": nll, "cond_bits_per_dim": bits_per_dim(nll, self.spec)}, None
         nll = -self.log_prob(x)
-        return {"loss": nll} if stage == "train" else {"loss": nll, "nll_nats": nll}
+        return ({"loss": nll} if stage == "train" else {"loss": nll, "nll_nats": nll}), None

@@ -1,68 +1,191 @@
-"""The one protocol every genlab model implements, and the training/evaluation loop built on it.
+"""The one protocol every genlab model implements, and the one Lightning adapter that trains it.
 
-Callbacks, ``eval.py`` and reports use only this protocol and the capability flags; they never
-branch on a model's class.
+Callbacks, ``eval.py``, the evaluator and reports use only this protocol and the declared
+capabilities; they never branch on a model's class and never probe with ``getattr``.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import lightning as L
 import torch
+import torch.distributed as dist
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from genlab.checks import positive, positive_int  # noqa: F401  (positive_int: until every model imports genlab.checks)
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
 
 NLL_KINDS = ("exact", "bound", "none")
-CAPABILITIES = ("log_prob", "sample", "encode", "reconstruct")
+#: Everything a caller may look for. ``generate``: continue a prompt; ``decode``: codes ``(B, latent_dim)``
+#: to data; ``assign``: cluster indices ``(B,)``; ``components``: ``component_vectors() -> (K, P)``; ``conditional``:
+#: ``log_prob`` and ``sample`` take a label; ``fit``: fitted from statistics by passes, not by gradient steps.
+CAPABILITIES = (
+    "log_prob", "sample", "encode", "reconstruct", "generate", "decode", "assign", "components", "conditional", "fit",
+)  # fmt: skip
+#: the method each capability stands for (``None``: a property of ``log_prob``/``sample``, or of the fit)
+METHOD_OF = {
+    "log_prob": "log_prob", "sample": "sample", "encode": "encode", "decode": "decode", "reconstruct": "reconstruct",
+    "generate": "generate", "assign": "assign", "components": "component_vectors", "conditional": None,
+    "fit": "fit_tensor",
+}  # fmt: skip
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True}
+
+Scores = tuple[dict[str, torch.Tensor], "torch.Tensor | None"]
 
 
-def positive_int(name: str, value: Any) -> int:
-    """Return ``value`` as an int if it is a positive integer, else raise a ``ConfigError`` naming it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r} (e.g. {name}=16)")
-    return value
+def factory(cfg: dict[str, Any], key: str) -> Callable[..., Any]:
+    """The callable a ``_partial_`` config names (``functools.partial``), e.g. ``model.optimizer``.
+
+    Raises:
+        ConfigError: naming ``key`` when the config is not a ``_partial_`` with an importable ``_target_``.
+    """
+    if not isinstance(cfg, dict) or "_target_" not in cfg or not cfg.get("_partial_"):
+        raise ConfigError(f"{key} must be a config with _target_ and _partial_: true, got {cfg!r}")
+    try:
+        return instantiate(cfg)
+    except Exception as e:
+        raise ConfigError(f"{key}: cannot build {cfg['_target_']!r} ({type(e).__name__}: {e})") from e
+
+
+def plain(cfg: Any) -> Any:
+    """A config node (``DictConfig``/``ListConfig``) as plain dicts and lists; anything else unchanged."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+class SplitMeans:
+    """Exact averages over a split: running sums of per-example sums and of per-example counts.
+
+    ``add(sums, counts)`` takes what :meth:`GenerativeModel.score` returns (``counts`` ``(B,)``, or
+    ``None`` for one unit per example); ``compute(reduce)`` returns ``{name: sum / count}`` as float64
+    scalars, after ``reduce`` (e.g. an all-reduce sum across processes) has summed every total, so the
+    average is over the whole split whatever the batching or the number of processes. Token-weighted
+    (text) and example-weighted (images) means are the same code.
+    """
+
+    def __init__(self, device: torch.device | str | None = None) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count: torch.Tensor | None = None
+        self.device = device  # where an empty process's zeros live (the reduction's device)
+
+    def add(self, sums: dict[str, torch.Tensor], counts: torch.Tensor | None) -> None:
+        """Add one batch: ``sums`` ``{name: (B,)}`` and ``counts`` ``(B,)`` or ``None``."""
+        first = next(iter(sums.values()))
+        total = first.new_tensor(float(len(first)), dtype=torch.float64) if counts is None else counts.double().sum()
+        self.count = total if self.count is None else self.count + total
+        for name, value in sums.items():
+            v = value.detach().to(torch.float64).sum()
+            self.sums[name] = v if name not in self.sums else self.sums[name] + v
+
+    def compute(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[dict, float]:
+        """``({name: mean}, total count)`` over everything added (and over processes, via ``reduce``).
+
+        Under ``torch.distributed`` the term names are gathered first, so a process whose shard was empty
+        still takes part in the reduction (with zeros) instead of leaving the others waiting.
+        """
+        names = sorted(self.sums)
+        if reduce is not None and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            every: list[list[str]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(every, names)
+            names = sorted(set().union(*every))
+        if not names:
+            return {}, 0.0
+        zero = torch.zeros((), dtype=torch.float64, device=self.device)
+        flat = torch.stack([self.sums.get(k, zero) for k in names] + [zero if self.count is None else self.count])
+        flat = flat.to(zero.device)
+        if reduce is not None:
+            flat = reduce(flat)
+        count = flat[-1]
+        return {k: flat[i] / count for i, k in enumerate(names)}, float(count)
 
 
 class GenerativeModel(L.LightningModule):
-    """Base class of all genlab models.
+    """Base class of all genlab models, and the one Lightning adapter: no family overrides the steps.
 
-    The protocol (implement what the family has, and list it in ``capabilities``):
+    The protocol (implement what the family has, and declare it in ``capabilities``, one of
+    :data:`CAPABILITIES` each):
 
     * ``log_prob(x) -> (B,)``: log-likelihood in nats per example; ``nll_kind`` says whether it is
-      ``"exact"``, a lower ``"bound"``, or ``"none"`` (no likelihood). For ``spec.kind`` ``binary``
-      and ``levels`` it is a log mass, for ``dequantized`` a log density on ``[0, 1]^D``.
-    * ``sample(n, condition=None) -> (n, *spec.shape)`` in the data's value space (``[0, 1]``).
-    * ``encode(x) -> (B, latent_dim)``.
+      ``"exact"``, a lower ``"bound"``, or ``"none"``. For ``spec.kind`` ``binary`` and ``levels`` it
+      is a log mass, for ``dequantized`` a log density on ``[0, 1]^D``.
+    * ``sample(n, condition=None) -> (n, *spec.shape)``: draws in the data's value space (the levels
+      grid, ``{0, 1}``, token ids) for a model with a likelihood; a model without one (autoencoders,
+      k-means) returns decodes, means in ``[0, 1]``.
+    * ``encode(x) -> (B, latent_dim)``; ``decode(z) -> (B, *spec.shape)``.
     * ``reconstruct(x) -> Tensor like x``.
+    * ``generate(prompt, max_new_tokens, ...)``; ``assign(x) -> (B,)`` int64 cluster indices;
+      ``component_vectors() -> (K, P)`` (capability ``components``; not ``loadings``, the ``(P, K)``
+      buffer of PPCA and factor analysis); ``fit_tensor(x)`` (capability ``fit``).
 
-    Training: subclasses implement ``loss_terms(x, y, stage) -> {name: (B,)}`` with a ``"loss"``
-    entry (minimised, averaged over the batch). Everything returned is logged as
-    ``<stage>/<name>``, averaged over the whole split (weighted by batch size, synchronised across
-    processes). Density models also return ``"nll_nats"``; ``bits_per_dim`` is derived here. In the
-    test stage, ``nll_nats`` comes from ``log_prob`` and ``recon_mse`` from ``reconstruct``.
+    Scoring: a model implements :meth:`score`, per-example sums and counts. The adapter logs
+    ``<stage>/<name>`` = (sum over the split) / (count over the split) for every returned term,
+    synchronised across processes (:class:`SplitMeans`), derives ``bits_per_dim`` from ``nll_nats``,
+    and in the test stage adds ``nll_nats = -log_prob(x)`` (when ``score`` did not return it) and
+    ``recon_mse``. The test stage seeds its own random numbers from ``genlab_meta["seed"]`` (plus the
+    rank), so a checkpoint tested again gives the same numbers, also for sampled bounds.
+
+    Optimisation comes from config: ``optimizer`` is a Hydra ``_partial_`` config called with the
+    parameter groups of :meth:`optimizer_groups` and ``lr`` / ``weight_decay``; ``scheduler`` (or
+    ``None``) is one called with the optimiser (and ``total_steps``, when it takes one and the config
+    leaves it ``null``: the run's optimiser steps); it steps every optimiser step.
 
     Args:
         data_spec: the :class:`DataSpec` (or its dict form) of the data the model is built for.
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
+        lr: peak learning rate (``model.lr``; > 0).
+        weight_decay: the optimiser's weight decay.
+        optimizer: ``_partial_`` config of the optimiser class (default Adam).
+        scheduler: ``_partial_`` config of a learning-rate schedule, or ``None``.
+        compile: run the model's networks through ``torch.compile`` (``true``: the default ``inductor``
+            backend; a string names another backend, e.g. ``eager``), compiled in place
+            (``nn.Module.compile``), so checkpoint keys are the same compiled or not.
+
+    Raises:
+        ConfigError: for a non-positive ``lr``.
     """
 
     nll_kind: ClassVar[str] = "none"
     capabilities: ClassVar[frozenset[str]] = frozenset()
-    #: whether training loaders drop a final partial batch (models fitted from sufficient statistics set False)
-    train_drop_last: ClassVar[bool] = True
+    #: what a count in :meth:`score` counts, logged as ``<stage>/num_<count_unit>`` (``None``: examples, not logged)
+    count_unit: ClassVar[str | None] = None
 
-    def __init__(self, data_spec: DataSpec | dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        data_spec: DataSpec | dict[str, Any],
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        compile: bool | str = False,
+    ):
         super().__init__()
         self.spec = DataSpec.coerce(data_spec)
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be positive, got {lr}")
-        self.lr, self.weight_decay = lr, weight_decay
+        self.lr, self.weight_decay = positive("model.lr", lr), float(weight_decay)
+        self.optimizer_cfg = plain(optimizer) or dict(DEFAULT_OPTIMIZER)
+        self.scheduler_cfg = plain(scheduler)
+        factory(self.optimizer_cfg, "model.optimizer")  # a wrong _target_ fails here, not at fit time
+        if self.scheduler_cfg:
+            factory(self.scheduler_cfg, "model.scheduler")
+        self.compile_backend = ("inductor" if compile is True else compile) or None
         self.genlab_meta: dict[str, Any] = {}  # set by train.py, stored in checkpoints
+        self._means: SplitMeans | None = None
+        self._compiled = False
+
+    def refuse_tokens(self) -> None:
+        """For models of values in ``[0, 1]``: refuse token data (a spec with a vocabulary).
+
+        Raises:
+            ConfigError: naming the model and the fix.
+        """
+        if self.spec.vocab is not None:
+            raise ConfigError(f"{type(self).__name__} models values in [0, 1], not token ids; use image data "
+                              "(e.g. data=digits), or model=gpt for text")  # fmt: skip
 
     def save_model_hparams(self) -> None:
         """Store the calling ``__init__``'s arguments as hparams, with ``data_spec`` as a plain dict.
@@ -72,66 +195,160 @@ class GenerativeModel(L.LightningModule):
         """
         self.save_hyperparameters(ignore=["data_spec"], frame=inspect.currentframe().f_back)
         self.hparams["data_spec"] = self.spec.to_dict()
+        for key in ("optimizer", "scheduler"):  # config nodes as plain dicts
+            if key in self.hparams:
+                self.hparams[key] = plain(self.hparams[key])
 
     # --- the protocol --------------------------------------------------------------------------
     def can(self, capability: str) -> bool:
-        """Whether this model implements ``capability`` (one of :data:`CAPABILITIES`)."""
+        """Whether this model implements ``capability`` (one of :data:`CAPABILITIES`).
+
+        Raises:
+            ValueError: for a name that is not a capability (a typo would otherwise read as "no").
+        """
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; one of {CAPABILITIES}")
         return capability in self.capabilities
 
+    def _missing(self, capability: str) -> NotImplementedError:
+        return NotImplementedError(f"{type(self).__name__} does not declare {capability!r}")
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no likelihood")
+        raise self._missing("log_prob")
 
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} cannot sample")
+        raise self._missing("sample")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} has no latent code")
+        raise self._missing("encode")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise self._missing("decode")
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError(f"{type(self).__name__} cannot reconstruct")
+        raise self._missing("reconstruct")
+
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
+        raise self._missing("generate")
+
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
+        raise self._missing("assign")
+
+    def component_vectors(self) -> torch.Tensor:
+        raise self._missing("components")
 
     def describe(self) -> dict[str, Any]:
         """Constants that qualify the test numbers (e.g. ``nll_kind``, ``iwae_k``) for metrics.json."""
         return {"nll_kind": self.nll_kind}
 
-    # --- training and evaluation ---------------------------------------------------------------
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+    # --- scoring -------------------------------------------------------------------------------
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:
+        """Per-example scores of one batch: ``({name: (B,) sums}, counts (B,) or None)``.
+
+        ``"loss"`` is required (minimised in training: sum of sums / sum of counts). ``counts`` says
+        how many units each example's sums cover (tokens for text); ``None`` means one example each.
+        ``stage`` is ``"train"``, ``"val"`` or ``"test"``.
+        """
         raise NotImplementedError
 
-    def _log_terms(self, stage: str, terms: dict[str, torch.Tensor], batch_size: int) -> None:
-        if "nll_nats" in terms:
-            terms["bits_per_dim"] = bits_per_dim(terms["nll_nats"], self.spec)
-        on_step = stage == "train"
-        for name, value in terms.items():
-            self.log(
-                f"{stage}/{name}", value.detach().mean(), batch_size=batch_size,
-                on_step=on_step, on_epoch=not on_step, sync_dist=not on_step,
-                prog_bar=name in ("loss", "bits_per_dim"),
-            )  # fmt: skip
+    def _test_terms(self, x: torch.Tensor, y: torch.Tensor | None) -> Scores:
+        sums, counts = self.score(x, y, "test")
+        if self.can("log_prob") and "nll_nats" not in sums:
+            sums["nll_nats"] = -self.log_prob(x)
+        if self.can("reconstruct") and "recon_mse" not in sums:
+            sums["recon_mse"] = (self.reconstruct(x) - x).pow(2).flatten(1).mean(1)
+        return sums, counts
 
+    # --- the Lightning steps (the only ones) ---------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        terms = self.loss_terms(x, y, "train")
-        loss = terms["loss"].mean()
-        self._log_terms("train", {"loss": loss}, len(x))
+        sums, counts = self.score(x, y, "train")
+        loss = sums["loss"].sum() / (len(x) if counts is None else counts.sum().clamp(min=1))
+        self.log("train/loss", loss.detach(), batch_size=len(x), on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._means = SplitMeans(self.device)
+
+    def on_test_epoch_start(self) -> None:
+        self._means = SplitMeans(self.device)
+        torch.manual_seed(int(self.genlab_meta.get("seed", 0)) + self.global_rank)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        self._log_terms("val", self.loss_terms(x, y, "val"), len(x))
+        self._means.add(*self.score(x, y, "val"))
 
     @torch.no_grad()
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        terms = self.loss_terms(x, y, "test")
-        if self.can("log_prob"):
-            terms["nll_nats"] = -self.log_prob(x)
-        if self.can("reconstruct"):
-            terms["recon_mse"] = (self.reconstruct(x) - x).pow(2).flatten(1).mean(1)
-        self._log_terms("test", terms, len(x))
+        self._means.add(*self._test_terms(x, y))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+    def on_validation_epoch_end(self) -> None:
+        self._log_split("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_split("test")
+
+    def _log_split(self, stage: str) -> None:
+        means, count = self._means.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        self._means = None
+        if not means:
+            return
+        if "nll_nats" in means:
+            means["bits_per_dim"] = bits_per_dim(means["nll_nats"], self.spec)
+        for name, value in means.items():
+            self.log(f"{stage}/{name}", value.float(), prog_bar=name in ("loss", "bits_per_dim"))
+        if self.count_unit:
+            self.log(f"{stage}/num_{self.count_unit}", count)
+
+    def setup(self, stage: str) -> None:
+        """Refuse a DataModule whose :class:`DataSpec` differs from the model's (shapes, levels or token ids).
+
+        Raises:
+            ConfigError: naming both descriptions.
+        """
+        dm = self.trainer.datamodule
+        if dm is not None and dm.spec != self.spec:
+            fix = (
+                "token ids would not match; use the text and data.splits the model was trained with"
+                if self.spec.vocab is not None
+                else "use the data settings the model was trained with"
+            )
+            raise ConfigError(f"the data ({dm.spec.summary()}) differ from the model's ({self.spec.summary()}): {fix}")
+
+    # --- optimisation from config --------------------------------------------------------------
+    def optimizer_groups(self) -> Iterable[Any]:
+        """What the optimiser is built on: the trainable parameters (override for parameter groups)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """Extra keyword arguments of the optimiser that depend on the run (e.g. ``fused``)."""
+        return {}
+
+    def configure_optimizers(self) -> Any:
+        make = factory(self.optimizer_cfg, "model.optimizer")
+        opt = make(self.optimizer_groups(), lr=self.lr, weight_decay=self.weight_decay, **self.optimizer_options())
+        if not self.scheduler_cfg:
+            return opt
+        schedule = factory(self.scheduler_cfg, "model.scheduler")
+        kwargs = {}
+        if "total_steps" in inspect.signature(schedule).parameters and schedule.keywords.get("total_steps") is None:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule(opt, **kwargs), "interval": "step"}}
+
+    def configure_model(self) -> None:
+        """``model.compile=true``: compile each network in place (``nn.Module.compile``): every direct child
+        module, and the members of child ``ModuleList``/``ModuleDict`` containers (which are never called)."""
+        if self.compile_backend is None or self._compiled:
+            return
+        todo = list(self.children())
+        while todo:
+            module = todo.pop()
+            if isinstance(module, (torch.nn.ModuleList, torch.nn.ModuleDict)):
+                todo.extend(module.children())
+            else:
+                module.compile(backend=self.compile_backend)
+        self._compiled = True
 
     # --- checkpoints carry what eval/sample need to rebuild the run ----------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

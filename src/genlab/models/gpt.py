@@ -7,34 +7,21 @@ character.
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from genlab.data.spec import DataSpec
-from genlab.data.text import IGNORE
+from genlab.checks import positive_int, require
+from genlab.data.spec import IGNORE, DataSpec
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, positive_int
+from genlab.models.base import GenerativeModel
 from genlab.nn.transformer import Transformer, generate
 
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
-    """Learning-rate factor at optimizer step ``step`` (0-based): linear warm-up, then cosine decay.
-
-    ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps (Goyal et al. 2017), then
-    ``min_ratio + (1 - min_ratio) * (1 + cos(pi * p)) / 2`` with ``p = (step - warmup_steps) /
-    (total_steps - warmup_steps)`` clipped to ``[0, 1]`` (Loshchilov & Hutter 2017, Eq. 5, one cycle),
-    so the factor is 1 right after warm-up and ``min_ratio`` from ``total_steps`` on.
-    """
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if total_steps <= warmup_steps:
-        return min_ratio
-    p = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * p))
+log = logging.getLogger(__name__)
+DEFAULT_START = "\n"
 
 
 class GPT(GenerativeModel):
@@ -57,10 +44,11 @@ class GPT(GenerativeModel):
     :meth:`generate` continues any prompt; see :func:`genlab.nn.transformer.generate` for the
     key/value cache and the context window beyond ``block_size``.
 
-    Optimisation: AdamW (Loshchilov & Hutter 2019) with weight decay on parameters with two or more
-    dimensions only (weights and embeddings; no decay on biases and LayerNorm gains), and a
-    per-step learning rate from :func:`warmup_cosine` going from ``lr`` to ``min_lr``. Clip
-    gradients with the Trainer's ``gradient_clip_val``.
+    Optimisation (declared here, configured in ``conf/model/gpt.yaml``): AdamW (Loshchilov & Hutter
+    2019) with weight decay on parameters with two or more dimensions only (weights and embeddings; no
+    decay on biases and LayerNorm gains), fused in full precision, and a per-step learning rate from
+    :func:`genlab.models.schedules.warmup_cosine_schedule`. Clip gradients with the Trainer's
+    ``gradient_clip_val``.
 
     Args:
         data_spec: the data description (1-D token sequences).
@@ -69,23 +57,22 @@ class GPT(GenerativeModel):
             from the data).
         dropout: dropout rate during training.
         bias: biases in Linear layers and LayerNorms.
-        lr, min_lr: peak and final learning rate.
-        warmup_steps: linear warm-up steps.
-        lr_decay_steps: step at which the cosine reaches ``min_lr`` (``None``: the whole run,
-            ``trainer.estimated_stepping_batches``).
-        betas: AdamW betas.
-        weight_decay: AdamW decoupled weight decay on matrices.
-        start_symbol: vocabulary symbol that precedes a window in ``log_prob``/``sample``
-            (token id 0 when the data have no vocabulary or it lacks the symbol).
+        weight_decay: decoupled weight decay on matrices.
+        start_symbol: vocabulary symbol that precedes a window in ``log_prob``/``sample``. ``None``:
+            a newline, or, when the vocabulary has none, its first symbol (logged, and stored in the
+            hparams so the checkpoint keeps it); token id 0 for data without a vocabulary.
         sample_keep: context kept when a generation window jumps (``None``: ``block_size // 2``).
+        base: ``lr``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`); the
+            defaults are AdamW with betas (0.9, 0.99) and the warm-up/cosine schedule to ``1e-4``.
 
     Raises:
         ConfigError: for data that are not 1-D token sequences, a ``block_size`` that differs from the
-            data window, or impossible sizes or rates.
+            data window, impossible sizes, or a ``start_symbol`` that is not in the vocabulary.
     """
 
     nll_kind = "exact"
-    capabilities = frozenset({"log_prob", "sample"})
+    capabilities = frozenset({"log_prob", "sample", "generate"})
+    count_unit = "tokens"
 
     def __init__(
         self,
@@ -96,16 +83,14 @@ class GPT(GenerativeModel):
         block_size: int | None = None,
         dropout: float = 0.0,
         bias: bool = False,
-        lr: float = 1e-3,
-        min_lr: float = 1e-4,
-        warmup_steps: int = 100,
-        lr_decay_steps: int | None = None,
-        betas: Sequence[float] = (0.9, 0.99),
         weight_decay: float = 0.1,
-        start_symbol: str = "\n",
+        start_symbol: str | None = None,
         sample_keep: int | None = None,
+        **base: Any,
     ) -> None:
-        super().__init__(data_spec, lr=lr, weight_decay=weight_decay)
+        base.setdefault("optimizer", {"_target_": "torch.optim.AdamW", "_partial_": True, "betas": [0.9, 0.99]})
+        base.setdefault("scheduler", {"_target_": "genlab.models.schedules.warmup_cosine_schedule", "_partial_": True})
+        super().__init__(data_spec, weight_decay=weight_decay, **base)
         spec = self.spec
         if len(spec.shape) != 1 or spec.kind != "levels":
             raise ConfigError(
@@ -118,23 +103,27 @@ class GPT(GenerativeModel):
                 f"model.block_size={block_size} differs from the data window data.block_size={window}; "
                 "set one (data.block_size follows model.block_size by default)"
             )
-        if not 0 <= min_lr <= lr:
-            raise ConfigError(f"model.min_lr must be in [0, lr={lr}], got {min_lr}")
-        if warmup_steps < 0 or (lr_decay_steps is not None and lr_decay_steps <= 0):
-            raise ConfigError(f"model.warmup_steps must be >= 0 and lr_decay_steps > 0, got {warmup_steps}, "
-                              f"{lr_decay_steps}")  # fmt: skip
-        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
-            raise ConfigError(f"model.betas must be two numbers in [0, 1), got {list(betas)}")
-        if sample_keep is not None and not 1 <= sample_keep <= window:
-            raise ConfigError(f"model.sample_keep must be in [1, block_size={window}], got {sample_keep}")
+        if sample_keep is not None:
+            require(1 <= sample_keep <= window, "model.sample_keep", f"in [1, block_size={window}]", sample_keep)
         self.block_size, self.vocab_size = window, spec.levels
-        self.min_lr, self.warmup_steps, self.lr_decay_steps = float(min_lr), int(warmup_steps), lr_decay_steps
-        self.betas = (float(betas[0]), float(betas[1]))
         self.sample_keep = sample_keep
-        vocab = spec.vocab or ""
-        self.start_id = vocab.index(start_symbol) if start_symbol and start_symbol in vocab else 0
+        start_symbol = self._start_symbol(start_symbol)  # stored by save_model_hparams (it reads the locals)
+        self.start_id = spec.vocab.index(start_symbol) if start_symbol is not None else 0
         self.save_model_hparams()
         self.net = Transformer(self.vocab_size, window, n_layer, n_head, n_embd, dropout, bias)
+
+    def _start_symbol(self, given: str | None) -> str | None:
+        """The start symbol to use: ``given`` (which must be in the vocabulary), else the default."""
+        vocab = self.spec.vocab
+        if vocab is None:
+            return None
+        if given is not None:
+            require(given in vocab, "model.start_symbol", f"a symbol of the vocabulary {vocab!r}", given)
+            return given
+        if DEFAULT_START in vocab:
+            return DEFAULT_START
+        log.warning("the vocabulary has no newline: windows start after %r (token 0) instead", vocab[0])
+        return vocab[0]
 
     def describe(self) -> dict[str, Any]:
         n_params = sum(p.numel() for p in self.net.parameters())
@@ -195,57 +184,30 @@ class GPT(GenerativeModel):
             self.train(was_training)
 
     # --- training and evaluation -----------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        """Refuse a DataModule whose vocabulary or window differs from the model's (ids would not match).
+    def score(self, x: torch.Tensor, y: torch.Tensor, stage: str):
+        """Next-token scores per window: nats summed over its scored tokens, and the token counts ``(B,)``.
 
-        Raises:
-            ConfigError: naming both vocabularies' sizes and windows.
+        Averaged by the adapter over tokens (not windows): ``loss``/``nats_per_char`` in nats per token,
+        ``bits_per_char`` in bits per token, ``nll_nats`` in nats per ``block_size`` tokens.
         """
-        datamodule = getattr(self.trainer, "datamodule", None)  # setup is called by a Trainer
-        spec = getattr(datamodule, "spec", None)
-        if isinstance(spec, DataSpec) and (spec.vocab != self.spec.vocab or spec.shape != self.spec.shape):
-            raise ConfigError(
-                f"the data (vocabulary of {spec.levels}, window {spec.shape}) differ from the model's "
-                f"(vocabulary of {self.spec.levels}, window {self.spec.shape}): token ids would not match; "
-                "use the text and data.splits the model was trained with"
-            )
+        nats = self.token_nll(x, y).sum(1)
+        tokens = (y != IGNORE).sum(1)
+        if stage == "train":
+            return {"loss": nats}, tokens
+        sums = {"loss": nats, "nats_per_char": nats, "nll_nats": nats * self.block_size,
+                "bits_per_char": nats / math.log(2.0)}  # fmt: skip
+        return sums, tokens
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
-        """``{"loss": (B,)}``: mean next-token cross-entropy per window, nats per scored token."""
-        nats = self.token_nll(x, y)
-        scored = (y != IGNORE).sum(1).clamp(min=1)
-        return {"loss": nats.sum(1) / scored}
-
-    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
-        n = int((y != IGNORE).sum())
-        if n == 0:
-            return
-        per_token = self.token_nll(x, y).sum() / n
-        terms = {"loss": per_token, "nats_per_char": per_token, "nll_nats": per_token * self.block_size,
-                 "bits_per_char": per_token / math.log(2.0)}  # fmt: skip
-        self._log_terms(stage, terms, n)  # weighted by tokens: exact averages over the split
-        self.log(f"{stage}/num_tokens", float(n), reduce_fx="sum", on_step=False, on_epoch=True, sync_dist=True)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    @torch.no_grad()
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def configure_optimizers(self) -> dict[str, Any]:
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Decay on matrices and embeddings (two or more dimensions), none on biases and gains."""
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": self.weight_decay},
+        return [
+            {"params": [p for p in params if p.ndim >= 2]},
             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
         ]
-        # the fused AdamW kernel (one call per step, not ~10 per tensor) in full precision; mixed precision
-        # keeps the loop version, since Lightning cannot clip gradients with an optimizer that unscales itself
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """``fused=True`` (one kernel per step, not ~10 per tensor) in full precision; mixed precision keeps
+        the loop version, since Lightning cannot clip gradients with an optimizer that unscales itself."""
         attached = self._trainer is not None
-        fused = not attached or str(self.trainer.precision) in ("32-true", "32", "64-true", "64")
-        opt = torch.optim.AdamW(groups, lr=self.lr, betas=self.betas, fused=fused)
-        total = self.lr_decay_steps or int(self.trainer.estimated_stepping_batches)
-        min_ratio, warmup = self.min_lr / self.lr, self.warmup_steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, warmup, total, min_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"fused": not attached or str(self.trainer.precision) in ("32-true", "32", "64-true", "64")}

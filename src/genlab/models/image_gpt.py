@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
+from genlab.checks import positive_int
 from genlab.data.spec import DataSpec
 from genlab.models.autoregressive import PixelAutoregressive
-from genlab.models.base import positive_int
 from genlab.nn.transformer import Transformer
 
 
@@ -33,7 +33,7 @@ class ImageGPT(PixelAutoregressive):
         n_layer, n_head, n_embd: transformer depth, heads and width (``n_embd % n_head == 0``).
         dropout: dropout during training.
         conditional: class-conditional ``P(x | y)``.
-        lr, weight_decay: Adam settings.
+        base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
         ConfigError: for non-positive sizes, ``n_embd`` not a multiple of ``n_head``, or the data
@@ -49,9 +49,9 @@ class ImageGPT(PixelAutoregressive):
         dropout: float = 0.0,
         conditional: bool = False,
         lr: float = 5e-4,
-        weight_decay: float = 0.0,
+        **base: Any,
     ) -> None:
-        super().__init__(data_spec, conditional=conditional, lr=lr, weight_decay=weight_decay)
+        super().__init__(data_spec, conditional=conditional, lr=lr, **base)
         for name, value in (("n_layer", n_layer), ("n_head", n_head), ("n_embd", n_embd)):
             positive_int(f"model.{name}", value)
         self.save_model_hparams()

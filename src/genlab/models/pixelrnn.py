@@ -8,9 +8,7 @@ import torch
 from torch import nn
 
 from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError
 from genlab.models.autoregressive import PixelAutoregressive
-from genlab.models.base import positive_int
 from genlab.nn.masked import MaskedConv2d, OutputHead, channel_groups
 from genlab.nn.row_lstm import RowLSTM
 
@@ -33,7 +31,7 @@ class PixelRNN(PixelAutoregressive):
         kernel_size: odd ``k`` of the Row LSTM's input-to-state and state-to-state convolutions (3).
         head_channels: width of the ``1 x 1`` output layer.
         conditional: class-conditional ``P(x | y)`` (a per-class bias on every layer's gates).
-        lr, weight_decay: Adam settings.
+        base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
         ConfigError: for non-positive sizes, even kernels, ``hidden_channels < C``, or the data
@@ -49,19 +47,12 @@ class PixelRNN(PixelAutoregressive):
         kernel_size: int = 3,
         head_channels: int = 128,
         conditional: bool = False,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        **base: Any,
     ) -> None:
-        super().__init__(data_spec, conditional=conditional, lr=lr, weight_decay=weight_decay)
-        f = positive_int("model.hidden_channels", hidden_channels)
-        positive_int("model.num_layers", num_layers)
-        positive_int("model.head_channels", head_channels)
-        for name, k in (("input_kernel_size", input_kernel_size), ("kernel_size", kernel_size)):
-            if positive_int(f"model.{name}", k) % 2 == 0:
-                raise ConfigError(f"model.{name} must be odd, got {k}")
-        c = self.num_colors
-        if f < c or head_channels < c:
-            raise ConfigError(f"model.hidden_channels and head_channels must be >= the {c} colour channels")
+        super().__init__(data_spec, conditional=conditional, **base)
+        self.check_sizes(hidden_channels, head_channels, num_layers, input_kernel_size=input_kernel_size,
+                         kernel_size=kernel_size)  # fmt: skip
+        f, c = hidden_channels, self.num_colors
         self.save_model_hparams()
         self.input_kernel_size, self.kernel_size, self.hidden_channels = input_kernel_size, kernel_size, f
         self.input_conv = MaskedConv2d(

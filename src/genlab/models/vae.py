@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from genlab.checks import non_negative, positive_int
 from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, positive_int
-from genlab.nn.build import encoder_decoder
+from genlab.models.base import GenerativeModel, plain
 from genlab.nn.likelihoods import make_likelihood, soft_clamp
+from genlab.nn.mlp import MLPDecoder, MLPEncoder
+from genlab.utils.config import build, config_of
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 LOG_2PI = math.log(2 * math.pi)
@@ -32,7 +32,7 @@ def diag_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
 
 
 class VAE(GenerativeModel):
-    """Gaussian-latent VAE with an MLP or CNN encoder/decoder.
+    """Gaussian-latent VAE; its encoder and decoder are networks given as config.
 
     Posterior ``q(z|x) = N(mu(x), diag(exp(logvar(x))))`` (log-variance soft-clamped to
     ``[-12, 8]``), prior ``N(0, I)``, observation model from :mod:`genlab.nn.likelihoods`
@@ -48,9 +48,14 @@ class VAE(GenerativeModel):
 
     Args:
         data_spec: the data description.
-        arch: ``mlp`` or ``cnn``.
+        encoder: ``_target_`` config of a network ``(B, *shape) -> (B, 2 * latent_dim)`` (mean and
+            log-variance), built with ``shape`` and ``out_features`` filled in, e.g.
+            ``{"_target_": "genlab.nn.mlp.MLPEncoder", "hidden_dims": [512, 256]}`` (the default) or
+            ``genlab.nn.conv.ConvEncoder`` with ``channels``. Stored as given, a plain dict.
+        decoder: ``_target_`` config of a network ``(B, latent_dim) -> (B, num_params, *shape)``,
+            built with ``latent_dim``, ``shape`` and ``num_params`` (the likelihood's parameters per
+            dimension) filled in; default ``genlab.nn.mlp.MLPDecoder`` with ``hidden_dims: [256, 512]``.
         latent_dim: size of ``z`` (> 0).
-        hidden_dims: MLP widths; channels: CNN stage channels.
         likelihood: ``auto``, ``bernoulli``, ``discretized_logistic`` or ``gaussian``.
         learn_variance: Gaussian likelihood only: decoder learns a per-pixel variance, else ``std``.
         std: fixed standard deviation of the Gaussian likelihood.
@@ -58,23 +63,23 @@ class VAE(GenerativeModel):
         beta_warmup_steps: linear warm-up of ``beta`` over this many optimizer steps (0: none).
         iwae_k: importance samples for the test bound (>= 1).
         iwae_batch: most decoder evaluations per chunk when computing the bound (memory cap).
-        lr, weight_decay: Adam settings.
+        base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
         ConfigError: for non-positive ``latent_dim``/``iwae_k``, negative ``beta``, an unknown
-            ``arch``/``likelihood``, or a likelihood that cannot score the data kind.
+            ``likelihood`` or one that cannot score the data kind, or an encoder/decoder config that
+            cannot be built (naming ``model.encoder`` / ``model.decoder``, e.g. a CNN on flat data).
     """
 
     nll_kind = "bound"
-    capabilities = frozenset({"log_prob", "sample", "encode", "reconstruct"})
+    capabilities = frozenset({"log_prob", "sample", "encode", "decode", "reconstruct"})
 
     def __init__(
         self,
         data_spec: DataSpec | dict[str, Any],
-        arch: str = "mlp",
+        encoder: dict[str, Any] | None = None,
+        decoder: dict[str, Any] | None = None,
         latent_dim: int = 16,
-        hidden_dims: Sequence[int] = (512, 256),
-        channels: Sequence[int] = (32, 64),
         likelihood: str = "auto",
         learn_variance: bool = True,
         std: float = 0.1,
@@ -82,24 +87,24 @@ class VAE(GenerativeModel):
         beta_warmup_steps: int = 0,
         iwae_k: int = 100,
         iwae_batch: int = 8192,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        **base: Any,
     ) -> None:
-        super().__init__(data_spec, lr=lr, weight_decay=weight_decay)
+        super().__init__(data_spec, **base)
+        self.refuse_tokens()
         self.latent_dim = positive_int("model.latent_dim", latent_dim)
         self.iwae_k = positive_int("model.iwae_k", iwae_k)
         self.iwae_batch = positive_int("model.iwae_batch", iwae_batch)
-        if beta < 0:
-            raise ConfigError(f"model.beta must be >= 0, got {beta}")
-        if beta_warmup_steps < 0:
-            raise ConfigError(f"model.beta_warmup_steps must be >= 0, got {beta_warmup_steps}")
-        self.beta, self.beta_warmup_steps = float(beta), int(beta_warmup_steps)
-        self.save_model_hparams()
+        self.beta = non_negative("model.beta", beta)
+        self.beta_warmup_steps = int(non_negative("model.beta_warmup_steps", beta_warmup_steps))
+        encoder = plain(encoder) if encoder is not None else config_of(MLPEncoder, hidden_dims=[512, 256])
+        decoder = plain(decoder) if decoder is not None else config_of(MLPDecoder, hidden_dims=[256, 512])
+        self.save_model_hparams()  # stores encoder/decoder as the plain dicts above
         self.likelihood = make_likelihood(likelihood, self.spec, learn_variance=learn_variance, std=std)
-        self.encoder, self.decoder = encoder_decoder(
-            arch, self.spec.shape, latent_dim, 2 * latent_dim, self.likelihood.num_params,
-            list(hidden_dims), list(channels),
-        )  # fmt: skip
+        shape = self.spec.shape
+        self.encoder = build(encoder, "model.encoder", shape=shape, out_features=2 * latent_dim)
+        self.decoder = build(
+            decoder, "model.decoder", latent_dim=latent_dim, shape=shape, num_params=self.likelihood.num_params
+        )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "iwae_k": self.iwae_k}
@@ -110,7 +115,7 @@ class VAE(GenerativeModel):
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, soft_clamp(logvar, LOGVAR_MIN, LOGVAR_MAX)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decoder_params(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, latent_dim) -> (B, num_params, *shape)`` likelihood parameters."""
         return self.decoder(z)
 
@@ -118,7 +123,7 @@ class VAE(GenerativeModel):
         """One-sample reconstruction term ``log p(x|z)`` and analytic KL, each ``(B,)`` in nats."""
         mu, logvar = self.posterior(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.likelihood.log_prob(self.decode(z), x), gaussian_kl(mu, logvar)
+        return self.likelihood.log_prob(self.decoder_params(z), x), gaussian_kl(mu, logvar)
 
     def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """``log p(x, z_i) - log q(z_i | x)`` for ``k`` posterior samples per example: ``(k, B)`` nats."""
@@ -131,7 +136,7 @@ class VAE(GenerativeModel):
         for start in range(0, k, chunk):
             m = min(chunk, k - start)
             z = mu + std * eps[start : start + m]  # (m, B, L)
-            params = self.decode(z.reshape(m * b, -1))
+            params = self.decoder_params(z.reshape(m * b, -1))
             log_px = self.likelihood.log_prob(params, x.repeat(m, *([1] * (x.dim() - 1)))).view(m, b)
             log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
             out.append(log_px + log_pz - diag_normal_log_prob(z, mu, logvar))
@@ -157,19 +162,29 @@ class VAE(GenerativeModel):
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``z ~ N(0, I)``, ``x ~ p(x|z)``: ``(n, *shape)`` in the data's value space."""
         z = torch.randn(n, self.latent_dim, device=self.device)
-        return self.likelihood.sample(self.decode(z))
+        return self.likelihood.sample(self.decoder_params(z))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Posterior mean ``E[z|x]``: ``(B, latent_dim)``."""
         return self.posterior(x)[0]
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean of ``p(x | z)`` for codes ``(B, latent_dim)``: ``(B, *shape)`` in ``[0, 1]``."""
+        return self.likelihood.mean(self.decoder_params(z))
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``p(x | z = E[z|x])``: like ``x``, in ``[0, 1]``."""
-        return self.likelihood.mean(self.decode(self.encode(x)))
+        return self.decode(self.encode(x))
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str):
+        """Per example, nats: train ``-(E_q log p(x|z) - beta_t KL)``; val ``loss = nll_nats = -ELBO``, with
+        ``elbo_nats`` and ``kl_nats``; test the same without ``nll_nats``, which the adapter takes from
+        :meth:`log_prob` (the IWAE bound)."""
         rec, kl = self.elbo_terms(x)
         elbo = rec - kl
         if stage == "train":
-            return {"loss": -(rec - self.current_beta() * kl)}
-        return {"loss": -elbo, "elbo_nats": elbo, "kl_nats": kl, "nll_nats": -elbo}
+            return {"loss": -(rec - self.current_beta() * kl)}, None
+        sums = {"loss": -elbo, "elbo_nats": elbo, "kl_nats": kl}
+        if stage != "test":
+            sums["nll_nats"] = -elbo
+        return sums, None

@@ -12,8 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from genlab.data.base import REPRESENTATION_OF
-from genlab.data.spec import DataSpec
+from genlab.data.spec import REPRESENTATION_OF, DataSpec
 from genlab.errors import ConfigError
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -7.0, 3.0
@@ -52,7 +51,7 @@ class Likelihood:
         raise NotImplementedError
 
     def mean(self, params: torch.Tensor) -> torch.Tensor:
-        """The distribution's mean (clamped to ``[0, 1]``): ``(B, *shape)``; used for reconstructions."""
+        """The distribution's mean in ``[0, 1]``: ``(B, *shape)``; used for reconstructions."""
         raise NotImplementedError
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
@@ -144,8 +143,22 @@ class DiscretizedLogistic(Likelihood):
         lp = torch.where(lo_edge, log_cdf_a, torch.where(hi_edge, F.logsigmoid(-b), mid))
         return lp.flatten(1).sum(1)
 
-    def mean(self, params: torch.Tensor) -> torch.Tensor:
+    def location(self, params: torch.Tensor) -> torch.Tensor:
+        """The logistic's location clamped to ``[0, 1]`` (its median, not the discretized mean): ``(B, *shape)``."""
         return params[:, 0].clamp(0, 1)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """The exact mean ``sum_k v_k P(k)`` over the grid values ``v_k = k / (L - 1)``: ``(B, *shape)``.
+
+        With ``P(X >= v_k) = 1 - F(e_k)`` at the bin edges ``e_k = (k - 1/2) / (L - 1)``,
+        ``E[X] = sum_{k=1}^{L-1} (v_k - v_{k-1}) P(X >= v_k) = (1 / (L - 1)) sum_k sigmoid((loc - e_k) / s)``.
+        """
+        loc, log_scale = self._loc_scale(params)
+        inv, steps = torch.exp(-log_scale), self.spec.levels - 1
+        out = torch.zeros_like(loc)
+        for k in range(1, steps + 1):
+            out += torch.sigmoid((loc - (k - 0.5) / steps) * inv)
+        return out / steps
 
     def sample(self, params: torch.Tensor) -> torch.Tensor:
         loc, log_scale = self._loc_scale(params)

@@ -39,7 +39,13 @@ def load_model(ckpt_path: str | Path, **overrides: Any) -> GenerativeModel:
     (e.g. ``iwae_k=1000``)."""
     meta = read_meta(ckpt_path)
     cls = get_class(meta["model_target"])
-    return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, **overrides)
+    try:
+        return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True, **overrides)
+    except TypeError as e:  # hparams this genlab no longer takes (e.g. the GPT's old min_lr/betas)
+        raise ConfigError(
+            f"{ckpt_path} was written by another genlab version and cannot rebuild {cls.__name__}: {e}; "
+            "retrain it, or load its state_dict into a model built from the current config"
+        ) from e
 
 
 def build_datamodule(ckpt_path: str | Path, data_dir: str | None = None, **overrides: Any):

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError
-from genlab.models.classical.fitting import LOG_2PI, check_rank
+from genlab.checks import non_negative
+from genlab.models.classical.fitting import LOG_2PI, Spec, Stats
 from genlab.models.classical.gaussian import LinearGaussianModel
-from genlab.models.classical.pca import check_examples, eigen_descending, mean_covariance, moment_statistics
+from genlab.models.classical.pca import moment_statistics
 
 
 class FactorAnalysis(LinearGaussianModel):
@@ -47,21 +44,9 @@ class FactorAnalysis(LinearGaussianModel):
         DataError: for NaN/inf input, a malformed or empty batch.
     """
 
-    def __init__(
-        self,
-        data_spec: DataSpec | dict[str, Any],
-        latent_dim: int = 16,
-        tol: float = 1e-4,
-        min_variance: float = 1e-6,
-    ) -> None:
-        spec = DataSpec.coerce(data_spec)
-        latent_dim = check_rank("model.latent_dim", latent_dim, spec.num_dims, "features", strict=True)
-        super().__init__(spec, latent_dim)
-        if not tol >= 0:
-            raise ConfigError(f"model.tol must be >= 0, got {tol}")
-        if not min_variance > 0:
-            raise ConfigError(f"model.min_variance must be positive, got {min_variance}")
-        self.tol, self.min_variance = float(tol), float(min_variance)
+    def __init__(self, data_spec: Spec, latent_dim: int = 16, tol: float = 1e-4, min_variance: float = 1e-6) -> None:
+        super().__init__(data_spec, latent_dim, min_variance)
+        self.tol = non_negative("model.tol", tol)
         self.save_model_hparams()
         self.register_buffer("noise_variance", torch.ones(self.num_features, dtype=torch.float64))
 
@@ -74,10 +59,10 @@ class FactorAnalysis(LinearGaussianModel):
         return p * k - k * (k - 1) // 2 + 2 * p
 
     # --- EM ----------------------------------------------------------------------------------
-    def prepare(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(self, x: torch.Tensor) -> Stats:
         return {"x": x, "sum": x.sum(0), "sum_sq": x.pow(2).sum(0)}
 
-    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def pass_statistics(self, batch: Stats) -> Stats:
         x = batch["x"]
         if not self.fitted:
             return moment_statistics(x)
@@ -95,28 +80,20 @@ class FactorAnalysis(LinearGaussianModel):
             "log_lik": -0.5 * (n * (self.num_features * LOG_2PI + f.logdet) + quad),
         }
 
-    def update(self, stats: dict[str, torch.Tensor]) -> bool:
-        """The moment pass (first) or one M-step; returns whether the log-likelihood gain fell below ``tol``."""
-        n = stats["n"]
-        check_examples(self.latent_dim, float(n))
-        k = self.latent_dim
+    def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
+        """The moment pass (first) or one M-step; converged when the log-likelihood gain fell below ``tol``."""
         if not self.fitted:
-            mean, cov = mean_covariance(stats, ddof=0)
-            values, vectors = eigen_descending(cov)
-            sigma2 = values[k:].clamp(min=0).mean().clamp(min=self.min_variance)
-            w = vectors[:, :k] * (values[:k] - sigma2).clamp(min=0).sqrt()
-            self.mean.copy_(mean)
-            self.loadings.copy_(w)
-            self.noise_variance.copy_((torch.diagonal(cov) - w.pow(2).sum(1)).clamp(min=self.min_variance))
-            return False
+            cov, _, _ = self.ppca_solution(stats)
+            self.noise_variance.copy_((torch.diagonal(cov) - self.loadings.pow(2).sum(1)).clamp(min=self.min_variance))
+            return False, {}
+        n = stats["n"]
         a = stats["d_ez"] / n
         b = self.factors().posterior_cov() + stats["ez_ez"] / n
         w = torch.linalg.solve(b, a.T).T  # A B^{-1}, B symmetric
         psi = (stats["d2"] / n - (w * a).sum(1)).clamp(min=self.min_variance)
         score = stats["log_lik"] / n
-        gain = float(score - self.score)
+        gain = float(score - self.train_log_lik)
         self.loadings.copy_(w)
         self.noise_variance.copy_(psi)
-        self.score.copy_(score)
-        self._pass_log = {"nll_nats": -float(score)}
-        return gain < self.tol
+        self.train_log_lik.copy_(score)
+        return gain < self.tol, {"nll_nats": -float(score)}

@@ -1,31 +1,27 @@
-"""Models fitted by passes over the data (closed form or EM), run inside the Lightning Trainer.
+"""Models fitted by passes over the data (closed form or EM), without gradients.
 
-One training epoch is one pass over the training data. Every batch adds its sufficient statistics
-(float64 sums) to an accumulator; after the last batch of the epoch the sums are all-reduced across
-processes (so ``N`` processes give the same fit as one) and the model solves for its parameters in
-closed form or takes one M-step. ``trainer.max_epochs`` is therefore the number of iterations, and a
-model that has converged (``tol``) sets ``trainer.should_stop``. The pass ends in the training step of
-the epoch's last batch, before Lightning runs validation, so ``val/loss`` and the checkpoints always
-describe the parameters of the pass just finished.
-
-The same pass functions (``begin_pass``, ``accumulate``, ``end_pass``) fit a tensor directly, without a
-Trainer: :meth:`FittedModel.fit_tensor`.
+A pass adds the sufficient statistics (float64 sums) of every training batch
+(:meth:`FittedModel.accumulate`), sums them over processes (``end_pass(reduce)``, so ``N`` processes
+give the fit of one) and solves for the parameters in closed form or takes one M-step. Two callers
+run the same pass functions: :func:`genlab.passes.fit_by_passes` (the CLI: Lightning Fabric, one pass
+per epoch, validation, checkpoints) and :meth:`FittedModel.fit_tensor` (a tensor in memory).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from genlab.data.base import REPRESENTATION_OF
-from genlab.data.spec import DataSpec
+from genlab.data.spec import REPRESENTATION_OF, DataSpec
 from genlab.errors import ConfigError, DataError
-from genlab.models.base import GenerativeModel
+from genlab.models.base import GenerativeModel, Scores
 
 LOG_2PI = math.log(2 * math.pi)
+Spec = DataSpec | dict[str, Any]  # what every model's ``data_spec`` argument takes
+Stats = dict[str, torch.Tensor]  # float64 sums of one batch or one pass
 
 
 def as_features(x: torch.Tensor, num_features: int, dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
@@ -49,11 +45,8 @@ def as_features(x: torch.Tensor, num_features: int, dtype: torch.dtype | None = 
         raise DataError(f"expected examples with {num_features} values, got a batch of shape {tuple(x.shape)}")
     out = flat if dtype is None else flat.to(dtype)
     # a NaN or inf anywhere makes the sum non-finite; only then count them (the sum is far cheaper)
-    if out.numel() and not bool(torch.isfinite(out.sum())):
-        bad = int((~torch.isfinite(out)).sum())
-        if bad:
-            shape = tuple(x.shape)
-            raise DataError(f"input holds {bad} NaN or infinite values (batch of shape {shape}); clean the data")
+    if out.numel() and not bool(torch.isfinite(out.sum())) and (bad := int((~torch.isfinite(out)).sum())):
+        raise DataError(f"input holds {bad} NaN or infinite values (batch of shape {tuple(x.shape)}); clean the data")
     return out
 
 
@@ -80,55 +73,41 @@ def result_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.is_floating_point() else torch.get_default_dtype()
 
 
-def check_rank(name: str, value: Any, limit: int, what: str, strict: bool = False) -> int:
-    """Return ``value`` if it is a positive integer ``<= limit`` (``< limit`` when ``strict``).
-
-    Raises:
-        ConfigError: naming ``name``, ``limit`` and ``what`` the limit counts (e.g. "features").
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if value > limit or (strict and value == limit):
-        bound = f"< {limit}" if strict else f"<= {limit}"
-        raise ConfigError(f"{name}={value} is too large: it must be {bound}, the number of {what}")
-    return value
-
-
 class FittedModel(GenerativeModel):
-    """Base of the classical models: fitted from streamed sufficient statistics, no gradients.
+    """Base of the classical models fitted from streamed sufficient statistics (declare ``"fit"``).
 
-    Subclasses implement ``pass_statistics(batch) -> {name: float64 sum}`` for a batch prepared by
-    ``prepare(x)`` from ``(B, P)`` float64 features, and ``update(stats) -> converged`` (closed form or
-    one M-step from the pass totals); models that need data to start (k-means++) implement
-    ``needs_init()`` and ``initialize(x)``.
+    Subclasses implement ``pass_statistics(batch) -> Stats`` (float64 sums) for a batch prepared by
+    ``prepare(x)`` from ``(B, P)`` float64 features, and ``update(stats) -> (converged, report)``: the
+    closed form or one M-step from the pass totals, and ``{name: float}`` logged as ``train/<name>``.
+    Models seeded from data (k-means++) return from :meth:`init_examples` how many training examples
+    :meth:`initialize` wants before the first pass.
 
     Class attributes:
         density: the model is a continuous Gaussian density on ``R^P``. Such a model is only an honest
             likelihood on ``dequantized`` data (a density on ``[0, 1]^D``, where ``bits_per_dim`` adds
             ``ln L``); on ``levels`` or ``binary`` data a density is not a probability mass and its
             "NLL" is unbounded below (a Gaussian can collapse onto the grid), so construction refuses
-            such data with a :class:`ConfigError`.
+            such data with a :class:`ConfigError`. Densities score ``loss = nll_nats = -log_prob(x)``.
 
-    Buffers (in every checkpoint): ``n_iter`` (passes completed), ``converged`` (0/1), ``score`` (the
-    average training log-likelihood, nats per example, of the last E-step; ``-inf`` before).
+    Buffers (in every checkpoint): ``n_iter`` (passes completed), ``converged`` (0/1), ``train_log_lik``
+    (the average training log-likelihood, nats per example, of the last E-step; ``-inf`` before; the
+    buffer was called ``score`` before ``score()`` became the scoring method, and old checkpoints load).
+
+    Under DDP every process sums its shard, the sums are all-reduced, and every process solves the same
+    equations; models seeded from data start from rank 0's initialisation, broadcast.
 
     Args:
         data_spec: the data description; ``P = spec.num_dims`` features.
 
-    Under DDP every process sums its shard, the sums are all-reduced, and every process solves the
-    same equations; models seeded from data (k-means++) start from rank 0's seeds, broadcast.
-
     Raises:
-        ConfigError: for a density model on data that are not ``dequantized`` (construction), or a
-            trainer precision that casts the float64 statistics (``*-true`` below 32 bits; at fit start).
+        ConfigError: for a density model on data that are not ``dequantized``.
     """
 
     density: ClassVar[bool] = False
-    train_drop_last: ClassVar[bool] = False  # a pass sums over every training example (DDP: equal shards)
 
-    def __init__(self, data_spec: DataSpec | dict[str, Any]) -> None:
+    def __init__(self, data_spec: Spec) -> None:
         super().__init__(data_spec)
-        self.automatic_optimization = False
+        self.refuse_tokens()
         if self.density and self.spec.kind != "dequantized":
             raise ConfigError(
                 f"{type(self).__name__} is a continuous Gaussian density: on {REPRESENTATION_OF[self.spec.kind]} data "
@@ -136,39 +115,31 @@ class FittedModel(GenerativeModel):
                 "is not a probability mass and bits/dim would be meaningless; set data.representation=dequantized"
             )
         self.num_features = self.spec.num_dims
-        # DistributedDataParallel refuses a module without a trainable parameter; this one is never used.
-        self.ddp_anchor = nn.Parameter(torch.zeros(1))
         self.register_buffer("n_iter", torch.zeros((), dtype=torch.long))
         self.register_buffer("converged", torch.zeros((), dtype=torch.long))
-        self.register_buffer("score", torch.tensor(-math.inf, dtype=torch.float64))
-        self._acc: dict[str, torch.Tensor] | None = None
-        self._pass_log: dict[str, float] = {}
-
-    def setup(self, stage: str) -> None:
-        # Our buffers are identical on every process (solved from all-reduced sums): spare DDP from
-        # broadcasting them before every training step (a full-covariance GMM holds K P^2 numbers).
-        self._ddp_params_and_buffers_to_ignore = [name for name, _ in self.named_buffers()]
+        self.register_buffer("train_log_lik", torch.tensor(-math.inf, dtype=torch.float64))
+        self._acc: Stats | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
-    def prepare(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(self, x: torch.Tensor) -> Stats:
         """Per-batch quantities that do not depend on the parameters (``x`` itself, ``x^2``, ...).
 
-        ``fit_tensor`` computes them once per chunk and reuses them in every pass; the Trainer path
-        computes them per batch. Args: ``x`` ``(B, P)`` float64. Returns a dict with at least ``"x"``.
+        ``fit_tensor`` computes them once per chunk and reuses them in every pass. Args: ``x`` ``(B, P)``
+        float64. Returns a dict with at least ``"x"``.
         """
         return {"x": x}
 
-    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:  # pragma: no cover
+    def pass_statistics(self, batch: Stats) -> Stats:  # pragma: no cover - abstract
         """Float64 sums of one prepared batch under the current parameters (summed over batches and processes)."""
         raise NotImplementedError
 
-    def update(self, stats: dict[str, torch.Tensor]) -> bool:  # pragma: no cover - abstract
-        """Solve for the parameters from the pass totals; returns whether the fit has converged."""
+    def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:  # pragma: no cover - abstract
+        """Solve for the parameters from the pass totals; returns ``(converged, {name: value to log})``."""
         raise NotImplementedError
 
-    def needs_init(self) -> bool:
-        """Whether :meth:`initialize` must see data before the first pass."""
-        return False
+    def init_examples(self) -> int:
+        """How many training examples ``(N, P)`` :meth:`initialize` wants before the next pass (0: none)."""
+        return 0
 
     def initialize(self, x: torch.Tensor) -> None:
         """Set starting parameters from ``x`` ``(N, P)`` float64 (e.g. k-means++ centres)."""
@@ -179,9 +150,9 @@ class FittedModel(GenerativeModel):
         """Whether at least one pass has completed."""
         return int(self.n_iter) > 0
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, *shape) -> (B, P)`` float64 on this model's device, checked by :func:`as_features`."""
-        return as_features(x, self.num_features).to(self.n_iter.device)
+    def features(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        """``(B, *shape) -> (B, size)`` float64 on this model's device (``size``: ``P``); see :func:`as_features`."""
+        return as_features(x, size or self.num_features).to(self.n_iter.device)
 
     def begin_pass(self) -> None:
         """Start a pass: forget the statistics of any unfinished one."""
@@ -199,46 +170,39 @@ class FittedModel(GenerativeModel):
             raise DataError("empty training batch: a fitting pass needs examples (check the data split sizes)")
         self._add(self.pass_statistics(self.prepare(flat)))
 
-    def _add(self, stats: dict[str, torch.Tensor]) -> None:
-        if self._acc is None:
-            self._acc = stats
-        else:
-            for k, v in stats.items():
-                self._acc[k] += v
-
-    def _world_sum(self, stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        trainer = self._trainer
-        if trainer is None or trainer.world_size == 1:
-            return stats
-        flat = torch.cat([v.reshape(-1) for v in stats.values()])
-        flat = trainer.strategy.reduce(flat, reduce_op="sum")
-        out, start = {}, 0
-        for k, v in stats.items():
-            out[k] = flat[start : start + v.numel()].view_as(v)
-            start += v.numel()
-        return out
+    def _add(self, stats: Stats) -> None:
+        self._acc = stats if self._acc is None else {k: v + stats[k] for k, v in self._acc.items()}
 
     @torch.no_grad()
-    def end_pass(self) -> bool:
-        """Finish the pass: sum statistics over processes, update the parameters; returns ``converged``.
+    def end_pass(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Finish the pass: sum the statistics over processes, update the parameters.
+
+        Args:
+            reduce: sums a float64 tensor over processes (``None``: one process).
+
+        Returns:
+            ``{name: value}`` the pass reports (logged as ``train/<name>``); ``converged`` says whether to stop.
 
         Raises:
             DataError: if the pass saw no examples.
         """
         if self._acc is None:
             raise DataError("a fitting pass saw no training examples; the training split is empty")
-        stats, self._acc = self._world_sum(self._acc), None
-        converged = bool(self.update(stats))
+        stats, self._acc = self._acc, None
+        if reduce is not None:  # one collective for every sum
+            flat = reduce(torch.cat([v.reshape(-1) for v in stats.values()])).split([v.numel() for v in stats.values()])
+            stats = {k: part.view_as(v) for (k, v), part in zip(stats.items(), flat)}
+        converged, report = self.update(stats)
         self.n_iter += 1
         self.converged.fill_(int(converged))
-        return converged
+        return report
 
     @torch.no_grad()
     def fit_tensor(self, x: torch.Tensor, max_iter: int = 100, batch_size: int | None = None) -> FittedModel:
-        """Fit on a tensor ``(N, *shape)`` without a Trainer, with the same pass functions.
+        """Fit on a tensor ``(N, *shape)`` in memory, with the pass functions of the CLI's loop.
 
         The data are checked and converted once and :meth:`prepare` runs once per chunk, so this is the
-        cheapest way to fit data that fit in memory (the Trainer redoes both for every batch).
+        cheapest way to fit data that fit in memory; a model seeded from data is seeded from all of ``x``.
 
         Args:
             x: all training examples.
@@ -254,77 +218,30 @@ class FittedModel(GenerativeModel):
         flat = self.features(x)
         if len(flat) == 0:
             raise DataError("cannot fit on an empty tensor")
-        if self.needs_init():
+        if self.init_examples():
             self.initialize(flat)
         prepared = [self.prepare(chunk) for chunk in (flat.split(batch_size) if batch_size else [flat])]
         for _ in range(max_iter):
             self.begin_pass()
             for batch in prepared:
                 self._add(self.pass_statistics(batch))
-            if self.end_pass():
+            self.end_pass()
+            if self.converged:
                 break
         return self
 
-    # --- Lightning hooks ---------------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """A no-op optimizer (``lr = 0``, no gradients), stepped once per batch.
+    # --- scoring and checkpoints -------------------------------------------------------------
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:
+        """A density's scores: ``loss = nll_nats = -log_prob(x)`` ``(B,)`` nats (PCA and k-means override)."""
+        nll = -self.log_prob(x)
+        return {"loss": nll, "nll_nats": nll}, None
 
-        Lightning counts optimizer steps as ``global_step``, and checkpointing, logging cadence and
-        resumption key on it; stepping this optimizer keeps ``global_step`` = batches seen, as for the
-        deep models. It never changes a parameter.
-        """
-        return torch.optim.SGD([self.ddp_anchor], lr=0.0)
-
-    def on_fit_start(self) -> None:
-        lowered = sorted({str(b.dtype) for b in self.buffers() if b.is_floating_point() and b.dtype != torch.float64})
-        if lowered:  # e.g. trainer.precision=bf16-true casts every buffer
-            raise ConfigError(
-                f"{type(self).__name__} keeps its statistics in float64 but the trainer cast them to {lowered}; "
-                "use trainer.precision=32-true (or a *-mixed precision, which leaves float64 alone)"
-            )
-
-    def _init_sample(self, limit: int) -> torch.Tensor:
-        """Up to ``limit`` training examples ``(N, P)`` float64 from this process's train loader."""
-        chunks, n = [], 0
-        for batch in self.trainer.train_dataloader:
-            x = batch[0] if isinstance(batch, (list, tuple)) else batch
-            chunks.append(self.features(x))
-            n += len(x)
-            if n >= limit:
-                break
-        if not chunks:
-            raise DataError("the training split is empty: nothing to initialise the model from")
-        return torch.cat(chunks)[:limit]
-
-    def on_train_start(self) -> None:
-        if not self.needs_init():
-            return
-        self.initialize(self._init_sample(getattr(self, "init_max_samples", 20000)))
-        strategy = self.trainer.strategy
-        if self.trainer.world_size > 1:  # every process starts from rank 0's initialisation
-            for buf in self.buffers():
-                buf.copy_(strategy.broadcast(buf.cpu(), src=0).to(buf.device))
-
-    def on_train_epoch_start(self) -> None:
-        self.begin_pass()
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self.accumulate(batch[0])
-        self.optimizers().step()  # advances global_step only (see configure_optimizers)
-        if batch_idx + 1 >= self.trainer.num_training_batches:
-            self._finish_pass()
-
-    def _finish_pass(self) -> None:
-        self._pass_log = {}
-        converged = self.end_pass()
-        for name, value in self._pass_log.items():
-            self.log(f"train/{name}", value, on_step=False, on_epoch=True, batch_size=1)
-        if converged:
-            self.trainer.should_stop = True
-
-    def on_train_epoch_end(self) -> None:
-        if self._acc is not None:  # the loader ended before num_training_batches
-            self._finish_pass()
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]  # written by the Trainer path: an unused DDP parameter, the old buffer name
+        state.pop("ddp_anchor", None)
+        if "score" in state:
+            state["train_log_lik"] = state.pop("score")
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "fit_passes": int(self.n_iter), "converged": bool(self.converged)}

@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from genlab.data.spec import DataSpec
-from genlab.models.classical.fitting import LOG_2PI, FittedModel, result_dtype
+from genlab.checks import bounded_int, positive
+from genlab.models.classical.fitting import LOG_2PI, FittedModel, Spec, Stats, result_dtype
+from genlab.models.classical.pca import check_examples, eigen_descending, mean_covariance
 
 
 class LowRankFactors:
@@ -56,33 +57,39 @@ class LowRankFactors:
 class LinearGaussianModel(FittedModel):
     """Base of ``ppca`` and ``factor_analysis``: ``z ~ N(0, I_K)``, ``x | z ~ N(W z + mu, Psi)``.
 
-    Subclasses give ``noise_diag() -> (P,)``. The protocol:
+    Subclasses give ``noise_diag() -> (P,)`` (the diagonal of ``Psi``) and ``num_parameters()``. The protocol:
 
     * ``log_prob(x)``: exact ``log N(x; mu, W W^T + Psi)``, ``(B,)`` nats (a density on ``R^P``; on
       dequantized data in ``[0, 1]^D`` it bounds the discrete NLL, see ``genlab.metrics.likelihood``).
     * ``encode(x)``: posterior mean ``E[z | x]`` ``(B, K)``; :meth:`posterior` also gives ``Cov[z | x]``.
+    * ``decode(z)``: ``W z + mu``, the mean of ``p(x | z)``; ``component_vectors()``: ``W^T`` ``(K, P)``.
     * ``reconstruct(x)``: ``W E[z | x] + mu``, the mean of ``p(x | z = E[z | x])``.
     * ``sample(n)``: ancestral draws ``(n, *shape)``; a Gaussian is unbounded, so values can leave
       ``[0, 1]`` (image grids clamp them).
     * ``val/loss`` = ``val/nll_nats``: validation NLL in nats per example.
 
     Buffers: ``mean`` ``(P,)`` and ``loadings`` ``W`` ``(P, K)``, float64.
+
+    Args:
+        data_spec: the data description; must be ``dequantized``.
+        latent_dim: ``K``, ``1 <= K < P`` (``sigma^2`` needs a discarded direction).
+        min_variance: floor of the noise variances (``> 0``, squared data units).
+
+    Raises:
+        ConfigError: for ``K`` outside ``[1, P)`` or a non-positive ``min_variance``.
     """
 
     density: ClassVar[bool] = True
     nll_kind = "exact"
-    capabilities = frozenset({"log_prob", "sample", "encode", "reconstruct"})
+    capabilities = frozenset({"log_prob", "sample", "encode", "decode", "reconstruct", "components", "fit"})
 
-    def __init__(self, data_spec: DataSpec | dict[str, Any], latent_dim: int) -> None:
+    def __init__(self, data_spec: Spec, latent_dim: int, min_variance: float) -> None:
         super().__init__(data_spec)
-        self.latent_dim = latent_dim
+        self.latent_dim = bounded_int("model.latent_dim", latent_dim, self.num_features, "features", strict=True)
+        self.min_variance = positive("model.min_variance", min_variance)
         p, f64 = self.num_features, torch.float64
         self.register_buffer("mean", torch.zeros(p, dtype=f64))
         self.register_buffer("loadings", torch.zeros(p, latent_dim, dtype=f64))
-
-    def noise_diag(self) -> torch.Tensor:  # pragma: no cover - abstract
-        """``(P,)`` the diagonal of ``Psi``."""
-        raise NotImplementedError
 
     def factors(self) -> LowRankFactors:
         """:class:`LowRankFactors` of the current parameters."""
@@ -92,8 +99,25 @@ class LinearGaussianModel(FittedModel):
         """The dense marginal covariance ``W W^T + Psi``: ``(P, P)`` float64 (for inspection and tests)."""
         return self.loadings @ self.loadings.T + torch.diag(self.noise_diag())
 
-    def num_parameters(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def ppca_solution(self, stats: Stats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Set ``mean`` and ``loadings`` to the PPCA maximum-likelihood solution (Tipping & Bishop 1999,
+        Eqs. 7-8) of the pass's moments: ``W = U_K (Lambda_K - sigma^2)^{1/2}``, ``sigma^2`` the mean
+        discarded eigenvalue (floored at ``min_variance``).
+
+        Returns:
+            ``(S, eigenvalues of S descending, sigma^2)``, ``S`` ``(P, P)`` the ML covariance (denominator ``n``).
+
+        Raises:
+            ConfigError: if ``K >= n``.
+        """
+        check_examples(self.latent_dim, float(stats["n"]))
+        mean, cov = mean_covariance(stats, ddof=0)
+        values, vectors = eigen_descending(cov)
+        k = self.latent_dim
+        sigma2 = values[k:].clamp(min=0).mean().clamp(min=self.min_variance)
+        self.mean.copy_(mean)
+        self.loadings.copy_(vectors[:, :k] * (values[:k] - sigma2).clamp(min=0).sqrt())
+        return cov, values, sigma2
 
     # --- the protocol ------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,10 +133,19 @@ class LinearGaussianModel(FittedModel):
         """Posterior mean ``E[z | x]``: ``(B, K)`` in ``x``'s dtype."""
         return self.factors().posterior_mean(self.features(x) - self.mean).to(result_dtype(x))
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``W z + mu``: codes ``(B, K) -> (B, *shape)`` in ``z``'s dtype. Raises: DataError for a malformed ``z``."""
+        codes = self.features(z, self.latent_dim)
+        return (codes @ self.loadings.T + self.mean).to(result_dtype(z)).view(len(z), *self.spec.shape)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``W E[z | x] + mu``: like ``x``."""
         z = self.factors().posterior_mean(self.features(x) - self.mean)
         return (z @ self.loadings.T + self.mean).to(result_dtype(x)).view_as(x)
+
+    def component_vectors(self) -> torch.Tensor:
+        """The loadings as rows, ``W^T``: ``(K, P)`` float64 (row ``k``: the data direction of ``z_k``)."""
+        return self.loadings.T
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -122,10 +155,6 @@ class LinearGaussianModel(FittedModel):
         eps = torch.randn(n, self.num_features, device=dev, dtype=f64)
         x = z @ self.loadings.T + self.mean + eps * self.noise_diag().sqrt()
         return x.to(torch.get_default_dtype()).view(n, *self.spec.shape)
-
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
-        nll = -self.log_prob(x)
-        return {"loss": nll, "nll_nats": nll}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_parameters": self.num_parameters()}

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from genlab.data.spec import DataSpec
+from genlab.checks import non_negative, positive_int
 from genlab.errors import ConfigError
-from genlab.models.base import positive_int
-from genlab.models.classical.fitting import FittedModel, result_dtype
+from genlab.models.base import Scores
+from genlab.models.classical.fitting import FittedModel, Spec, Stats, result_dtype
 
 
 def squared_distances(x: torch.Tensor, centers: torch.Tensor, sq_norm: torch.Tensor | None = None) -> torch.Tensor:
@@ -52,10 +52,9 @@ def kmeans_plusplus(x: torch.Tensor, k: int, seed: int = 0, n_trials: int | None
     closest = squared_distances(x, x[first : first + 1], sq_norm)[:, 0]
     for _ in range(1, k):
         cum = closest.cumsum(0)
-        total = cum[-1]
-        if not total > 0:
+        if not cum[-1] > 0:
             raise ConfigError(f"the data hold fewer than {k} distinct examples: choose fewer clusters")
-        draws = torch.rand(trials, generator=g, dtype=x.dtype).to(x.device) * total
+        draws = torch.rand(trials, generator=g, dtype=x.dtype).to(x.device) * cum[-1]
         cand = torch.searchsorted(cum, draws).clamp(max=n - 1)
         pot = torch.minimum(closest[None, :], squared_distances(x, x[cand], sq_norm).T)  # (trials, N)
         best = int(pot.sum(1).argmin())
@@ -76,7 +75,7 @@ class KMeans(FittedModel):
 
     No likelihood (``nll_kind = "none"``). The cluster means are the prototypes:
 
-    * ``encode(x)``: one-hot cluster assignment ``(B, K)``; :meth:`predict` gives the indices ``(B,)``.
+    * ``encode(x)``: one-hot cluster assignment ``(B, K)``; :meth:`assign` gives the indices ``(B,)``.
     * ``reconstruct(x)``: the prototype (centre) of each example's cluster.
     * ``sample(n)``: prototypes drawn with the cluster sizes of the last pass as weights.
     * ``val/loss``: squared distance to the nearest centre (per-example inertia), summed over features.
@@ -98,22 +97,15 @@ class KMeans(FittedModel):
     """
 
     nll_kind = "none"
-    capabilities = frozenset({"sample", "encode", "reconstruct"})
+    capabilities = frozenset({"sample", "encode", "reconstruct", "assign", "fit"})
 
     def __init__(
-        self,
-        data_spec: DataSpec | dict[str, Any],
-        num_clusters: int = 10,
-        tol: float = 1e-4,
-        seed: int = 0,
-        init_max_samples: int = 20000,
+        self, data_spec: Spec, num_clusters: int = 10, tol: float = 1e-4, seed: int = 0, init_max_samples: int = 20000
     ) -> None:
         super().__init__(data_spec)
         self.num_clusters = positive_int("model.num_clusters", num_clusters)
         self.init_max_samples = positive_int("model.init_max_samples", init_max_samples)
-        if not tol >= 0:
-            raise ConfigError(f"model.tol must be >= 0, got {tol}")
-        self.tol, self.seed = float(tol), int(seed)
+        self.tol, self.seed = non_negative("model.tol", tol), int(seed)
         self.save_model_hparams()
         k, p, f64 = self.num_clusters, self.num_features, torch.float64
         self.register_buffer("centers", torch.zeros(k, p, dtype=f64))
@@ -122,24 +114,23 @@ class KMeans(FittedModel):
         self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
 
     # --- fitting -----------------------------------------------------------------------------
-    def needs_init(self) -> bool:
-        return not bool(self.initialized)
+    def init_examples(self) -> int:
+        return 0 if self.initialized else self.init_max_samples
 
     def initialize(self, x: torch.Tensor) -> None:
         """k-means++ centres from ``x`` ``(N, P)``."""
         self.centers.copy_(kmeans_plusplus(x, self.num_clusters, self.seed))
         self.initialized.fill_(1)
 
-    def prepare(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(self, x: torch.Tensor) -> Stats:
         x2 = x.pow(2)
         return {"x": x, "sq_norm": x2.sum(1), "sum_x": x.sum(0), "sum_x2": x2.sum(0)}
 
-    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def pass_statistics(self, batch: Stats) -> Stats:
         x = batch["x"]
         best, labels = squared_distances(x, self.centers, batch["sq_norm"]).min(1)
         k = self.num_clusters
         return {
-            "n": x.new_tensor(float(len(x))),
             "counts": torch.bincount(labels, minlength=k).to(x.dtype),
             "sums": torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x),
             "inertia": best.sum(),
@@ -147,31 +138,30 @@ class KMeans(FittedModel):
             "sum_x2": batch["sum_x2"],
         }
 
-    def update(self, stats: dict[str, torch.Tensor]) -> bool:
+    def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Move centres to their members' means; converged when the squared shift is small."""
         counts = stats["counts"]
         new = torch.where(counts[:, None] > 0, stats["sums"] / counts.clamp(min=1)[:, None], self.centers)
         shift = (new - self.centers).pow(2).sum()
-        n = stats["n"]
+        n = counts.sum()  # every example has a cluster
         variance = (stats["sum_x2"] / n - (stats["sum_x"] / n).pow(2)).clamp(min=0).mean()
         self.centers.copy_(new)
         self.cluster_sizes.copy_(counts)
         self.inertia.copy_(stats["inertia"])
-        self._pass_log = {"inertia_per_example": float(stats["inertia"] / n)}
-        return bool(shift <= self.tol * variance)
+        return bool(shift <= self.tol * variance), {"inertia_per_example": float(stats["inertia"] / n)}
 
     # --- the protocol ------------------------------------------------------------------------
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the nearest centre: ``(B, *shape) -> (B,)`` int64."""
         return squared_distances(self.features(x), self.centers).argmin(1)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """One-hot cluster assignment: ``(B, K)`` in ``x``'s dtype."""
-        return torch.nn.functional.one_hot(self.predict(x), self.num_clusters).to(result_dtype(x))
+        return torch.nn.functional.one_hot(self.assign(x), self.num_clusters).to(result_dtype(x))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """The centre of each example's cluster: like ``x``."""
-        return self.centers[self.predict(x)].to(result_dtype(x)).view_as(x)
+        return self.centers[self.assign(x)].to(result_dtype(x)).view_as(x)
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,8 +169,9 @@ class KMeans(FittedModel):
         idx = torch.multinomial(self.cluster_sizes.clamp(min=0) + 1e-12, n, replacement=True)
         return self.centers[idx].to(torch.get_default_dtype()).view(n, *self.spec.shape)
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
-        return {"loss": squared_distances(self.features(x), self.centers).min(1).values.to(result_dtype(x))}
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:
+        """``loss``: the squared distance to the nearest centre (per-example inertia), ``(B,)``."""
+        return {"loss": squared_distances(self.features(x), self.centers).min(1).values.to(result_dtype(x))}, None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_clusters": self.num_clusters}

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
 
-from genlab.data.spec import DataSpec
+from genlab.checks import bounded_int
 from genlab.errors import DataError
-from genlab.models.base import GenerativeModel
-from genlab.models.classical.fitting import as_features, check_rank
+from genlab.models.base import GenerativeModel, Scores
+from genlab.models.classical.fitting import Spec, as_features
 
 
 class LinearAutoencoder(GenerativeModel):
@@ -39,17 +38,12 @@ class LinearAutoencoder(GenerativeModel):
     capabilities = frozenset({"encode", "reconstruct"})
 
     def __init__(
-        self,
-        data_spec: DataSpec | dict[str, Any],
-        latent_dim: int = 16,
-        tied: bool = True,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
+        self, data_spec: Spec, latent_dim: int = 16, tied: bool = True, lr: float = 1e-3, weight_decay: float = 0.0
     ) -> None:
         super().__init__(data_spec, lr=lr, weight_decay=weight_decay)
-        p = self.spec.num_dims
-        self.num_features = p
-        self.latent_dim = check_rank("model.latent_dim", latent_dim, p, "features")
+        self.refuse_tokens()
+        p = self.num_features = self.spec.num_dims
+        self.latent_dim = bounded_int("model.latent_dim", latent_dim, p, "features")
         self.tied = bool(tied)
         self.save_model_hparams()
         self.bias = nn.Parameter(torch.zeros(p))
@@ -69,9 +63,14 @@ class LinearAutoencoder(GenerativeModel):
         flat = as_features(x, self.num_features, dtype=self.bias.dtype)
         return (self._encode_flat(flat) @ self.decoder_weight.T + self.bias).view_as(x)
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:
+        """``loss``: ``||x - reconstruct(x)||^2`` summed over the features, ``(B,)``.
+
+        Raises:
+            DataError: for an empty, malformed or non-finite batch.
+        """
         flat = as_features(x, self.num_features, dtype=self.bias.dtype)
         if len(flat) == 0:
             raise DataError("empty batch: the reconstruction loss needs examples (check the data split sizes)")
         residual = flat - (self._encode_flat(flat) @ self.decoder_weight.T + self.bias)
-        return {"loss": residual.pow(2).sum(1)}
+        return {"loss": residual.pow(2).sum(1)}, None

@@ -7,10 +7,9 @@ from typing import Any
 
 import torch
 
-from genlab.data.spec import DataSpec
+from genlab.checks import non_negative, one_of, positive_int
 from genlab.errors import ConfigError
-from genlab.models.base import positive_int
-from genlab.models.classical.fitting import LOG_2PI, FittedModel, gram, result_dtype
+from genlab.models.classical.fitting import LOG_2PI, FittedModel, Spec, Stats, gram, result_dtype
 from genlab.models.classical.kmeans import kmeans_plusplus, squared_distances
 
 COVARIANCE_TYPES = ("full", "diag", "spherical")
@@ -49,7 +48,7 @@ class GaussianMixture(FittedModel):
     The protocol:
 
     * ``log_prob(x)``: exact ``log p(x)`` ``(B,)`` nats (density on ``R^P``); ``val/loss`` = ``val/nll_nats``.
-    * ``encode(x)``: responsibilities ``p(k | x)`` ``(B, K)`` (soft cluster assignment); :meth:`predict`
+    * ``encode(x)``: responsibilities ``p(k | x)`` ``(B, K)`` (soft cluster assignment); :meth:`assign`
       gives the most probable component ``(B,)``.
     * ``reconstruct(x)``: the mean of each example's most probable component.
     * ``sample(n)``: a component ``k ~ pi``, then ``x ~ N(mu_k, Sigma_k)``; values can leave ``[0, 1]``.
@@ -77,11 +76,11 @@ class GaussianMixture(FittedModel):
 
     density = True
     nll_kind = "exact"
-    capabilities = frozenset({"log_prob", "sample", "encode", "reconstruct"})
+    capabilities = frozenset({"log_prob", "sample", "encode", "reconstruct", "assign", "fit"})
 
     def __init__(
         self,
-        data_spec: DataSpec | dict[str, Any],
+        data_spec: Spec,
         num_mixtures: int = 10,
         covariance_type: str = "full",
         reg_covar: float = 1e-6,
@@ -90,15 +89,11 @@ class GaussianMixture(FittedModel):
         init_max_samples: int = 20000,
     ) -> None:
         super().__init__(data_spec)
-        if covariance_type not in COVARIANCE_TYPES:
-            raise ConfigError(f"unknown model.covariance_type={covariance_type!r}; choose one of {COVARIANCE_TYPES}")
+        self.covariance_type = one_of("model.covariance_type", covariance_type, COVARIANCE_TYPES)
         self.num_mixtures = positive_int("model.num_mixtures", num_mixtures)
         self.init_max_samples = positive_int("model.init_max_samples", init_max_samples)
-        if not reg_covar >= 0:
-            raise ConfigError(f"model.reg_covar must be >= 0, got {reg_covar}")
-        if not tol >= 0:
-            raise ConfigError(f"model.tol must be >= 0, got {tol}")
-        self.covariance_type, self.reg_covar, self.tol, self.seed = covariance_type, float(reg_covar), float(tol), seed
+        self.reg_covar, self.tol = non_negative("model.reg_covar", reg_covar), non_negative("model.tol", tol)
+        self.seed = seed
         self.save_model_hparams()
         k, p, f64 = self.num_mixtures, self.num_features, torch.float64
         self.register_buffer("weights", torch.full((k,), 1.0 / k, dtype=f64))
@@ -141,11 +136,9 @@ class GaussianMixture(FittedModel):
         """
         weights, means, covariances = (torch.as_tensor(t, dtype=torch.float64) for t in (weights, means, covariances))
         expected = (self.weights.shape, self.means.shape, self.covariances_cholesky.shape)
-        if (weights.shape, means.shape, covariances.shape) != expected:
-            got = (weights.shape, means.shape, covariances.shape)
+        if (got := (weights.shape, means.shape, covariances.shape)) != expected:
             raise ConfigError(f"parameter shapes {got}; expected {expected}")
-        dev = self.means.device
-        self._set_covariances(covariances.to(dev))
+        self._set_covariances(covariances.to(self.means.device))
         self.weights.copy_(weights)
         self.means.copy_(means)
         self.initialized.fill_(1)
@@ -165,14 +158,12 @@ class GaussianMixture(FittedModel):
         self.covariances_cholesky.copy_(chol)
 
     # --- densities ---------------------------------------------------------------------------
-    def prepare(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.covariance_type == "diag":
-            return {"x": x, "x2": x.pow(2)}
-        if self.covariance_type == "spherical":
-            return {"x": x, "sq_norm": x.pow(2).sum(1)}
-        return {"x": x}
+    def prepare(self, x: torch.Tensor) -> Stats:
+        if self.covariance_type == "full":
+            return {"x": x}
+        return {"x": x, "x2": x.pow(2)} if self.covariance_type == "diag" else {"x": x, "sq_norm": x.pow(2).sum(1)}
 
-    def component_log_prob(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def component_log_prob(self, batch: Stats) -> torch.Tensor:
         """``log N(x_n; mu_k, Sigma_k)`` for a prepared batch (:meth:`prepare`): ``(B, K)`` nats."""
         x, c, mu = batch["x"], self.covariances_cholesky, self.means
         p = x.shape[1]
@@ -193,16 +184,13 @@ class GaussianMixture(FittedModel):
             half_logdet = p * c.log()
         return -0.5 * (p * LOG_2PI + quad.clamp(min=0)) - half_logdet
 
-    def _joint(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``log pi_k + log N(x_n; mu_k, Sigma_k)``: ``(B, K)``."""
-        return self.component_log_prob(batch) + self.weights.log()
-
     def _joint_of(self, x: torch.Tensor) -> torch.Tensor:
-        return self._joint(self.prepare(self.features(x)))
+        """``log pi_k + log N(x_n; mu_k, Sigma_k)``: ``(B, *shape) -> (B, K)``."""
+        return self.component_log_prob(self.prepare(self.features(x))) + self.weights.log()
 
     # --- fitting -----------------------------------------------------------------------------
-    def needs_init(self) -> bool:
-        return not bool(self.initialized)
+    def init_examples(self) -> int:
+        return 0 if self.initialized else self.init_max_samples
 
     def initialize(self, x: torch.Tensor) -> None:
         """k-means++ centres from ``x`` ``(N, P)``, then the M-step of the hard assignment to them."""
@@ -212,20 +200,18 @@ class GaussianMixture(FittedModel):
         self._m_step(self._sums(self.prepare(x), resp))
         self.initialized.fill_(1)
 
-    def _sums(self, batch: dict[str, torch.Tensor], resp: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _sums(self, batch: Stats, resp: torch.Tensor) -> Stats:
         x = batch["x"]
         resp_t = resp.T.contiguous()  # (K, B): a contiguous left factor is faster for these skinny products
         out = {"n": x.new_tensor(float(len(x))), "nk": resp.sum(0), "rx": resp_t @ x}
         if self.covariance_type == "full":
             root = resp.sqrt()  # sum_n r x x^T = a^T a with a = sqrt(r) x: a symmetric product
             out["rxx"] = torch.stack([gram(x * root[:, k : k + 1]) for k in range(self.num_mixtures)])
-        elif self.covariance_type == "diag":
-            out["rx2"] = resp_t @ batch["x2"]
-        else:
-            out["rx2"] = resp_t @ batch["sq_norm"]
+        else:  # diag: sum_n r x_n^2 per feature; spherical: sum_n r ||x_n||^2
+            out["rx2"] = resp_t @ batch["x2" if self.covariance_type == "diag" else "sq_norm"]
         return out
 
-    def _m_step(self, s: dict[str, torch.Tensor]) -> None:
+    def _m_step(self, s: Stats) -> None:
         nk = s["nk"] + EMPTY_MASS
         means = s["rx"] / nk[:, None]
         if self.covariance_type == "full":
@@ -240,21 +226,20 @@ class GaussianMixture(FittedModel):
         self.weights.copy_(nk / s["n"])
         self.means.copy_(means)
 
-    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        joint = self._joint(batch)
+    def pass_statistics(self, batch: Stats) -> Stats:
+        joint = self.component_log_prob(batch) + self.weights.log()  # log pi_k + log N(x_n; mu_k, Sigma_k)
         log_norm = torch.logsumexp(joint, 1)
         out = self._sums(batch, (joint - log_norm[:, None]).exp())
         out["log_lik"] = log_norm.sum()
         return out
 
-    def update(self, stats: dict[str, torch.Tensor]) -> bool:
-        """One M-step; returns whether the average log-likelihood changed by less than ``tol``."""
+    def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
+        """One M-step; converged when the average log-likelihood changed by less than ``tol``."""
         score = stats["log_lik"] / stats["n"]
-        change = float(score - self.score)
+        change = float(score - self.train_log_lik)
         self._m_step(stats)
-        self.score.copy_(score)
-        self._pass_log = {"nll_nats": -float(score)}
-        return abs(change) < self.tol
+        self.train_log_lik.copy_(score)
+        return abs(change) < self.tol, {"nll_nats": -float(score)}
 
     # --- the protocol ------------------------------------------------------------------------
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -265,7 +250,7 @@ class GaussianMixture(FittedModel):
         """``p(k | x)``: ``(B, *shape) -> (B, K)`` float64, rows sum to 1."""
         return torch.softmax(self._joint_of(x), 1)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
         """Most probable component: ``(B,)`` int64."""
         return self._joint_of(x).argmax(1)
 
@@ -275,7 +260,7 @@ class GaussianMixture(FittedModel):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of each example's most probable component: like ``x``."""
-        return self.means[self.predict(x)].to(result_dtype(x)).view_as(x)
+        return self.means[self.assign(x)].to(result_dtype(x)).view_as(x)
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
@@ -286,12 +271,9 @@ class GaussianMixture(FittedModel):
         if self.covariance_type == "full":  # x = mu_k + L_k eps has covariance L_k L_k^T
             out = torch.empty_like(eps)
             for k in comp.unique().tolist():
-                rows = comp == k
-                out[rows] = eps[rows] @ c[k].T
-        elif self.covariance_type == "diag":
-            out = eps * c[comp]
-        else:
-            out = eps * c[comp, None]
+                out[comp == k] = eps[comp == k] @ c[k].T
+        else:  # standard deviations: (n, P) diag, (n, 1) spherical
+            out = eps * c[comp].reshape(n, -1)
         x = out + self.means[comp]
         return x.to(torch.get_default_dtype()).view(n, *self.spec.shape)
 
@@ -300,10 +282,6 @@ class GaussianMixture(FittedModel):
         (lower is better)."""
         log_lik = float(torch.logsumexp(self._joint_of(x), 1).sum())
         return -2 * log_lik + self.num_parameters() * math.log(len(x))
-
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
-        nll = -self.log_prob(x)
-        return {"loss": nll, "nll_nats": nll}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_parameters": self.num_parameters(), "covariance_type": self.covariance_type}

@@ -6,12 +6,13 @@ from typing import Any
 
 import torch
 
-from genlab.data.spec import DataSpec
+from genlab.checks import bounded_int
 from genlab.errors import ConfigError
-from genlab.models.classical.fitting import FittedModel, check_rank, gram, result_dtype
+from genlab.models.base import Scores
+from genlab.models.classical.fitting import FittedModel, Spec, Stats, gram, result_dtype
 
 
-def moment_statistics(x: torch.Tensor) -> dict[str, torch.Tensor]:
+def moment_statistics(x: torch.Tensor) -> Stats:
     """Sufficient statistics of a Gaussian fit for one batch ``x`` ``(B, P)`` float64.
 
     Returns:
@@ -20,7 +21,7 @@ def moment_statistics(x: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"n": x.new_tensor(float(len(x))), "sum": x.sum(0), "outer": gram(x)}
 
 
-def mean_covariance(stats: dict[str, torch.Tensor], ddof: int) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_covariance(stats: Stats, ddof: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(P,)`` and covariance ``(P, P)`` from :func:`moment_statistics` totals.
 
     ``cov = (sum x x^T - n mu mu^T) / (n - ddof)``: ``ddof=0`` is the maximum-likelihood estimate,
@@ -64,8 +65,9 @@ class PCA(FittedModel):
     DDP) the unbiased covariance ``S`` (``n - 1``) is eigendecomposed and the top ``K`` eigenvectors
     become the components. No likelihood (``nll_kind = "none"``): use ``ppca`` for a density.
 
-    * ``encode(x) = W^T (x - mu)``: ``(B, K)`` principal scores.
+    * ``encode(x) = W^T (x - mu)``: ``(B, K)`` principal scores; ``decode(z) = W z + mu``.
     * ``reconstruct(x) = W W^T (x - mu) + mu``: the orthogonal projection onto the principal subspace.
+    * ``component_vectors()``: ``W^T`` ``(K, P)``, the principal directions as rows.
     * ``val/loss``: squared reconstruction error summed over the ``P`` features, per example.
 
     Buffers: ``mean`` ``(P,)``, ``components`` ``W`` ``(P, K)`` with orthonormal columns ordered by
@@ -83,11 +85,11 @@ class PCA(FittedModel):
     """
 
     nll_kind = "none"
-    capabilities = frozenset({"encode", "reconstruct"})
+    capabilities = frozenset({"encode", "decode", "reconstruct", "components", "fit"})
 
-    def __init__(self, data_spec: DataSpec | dict[str, Any], latent_dim: int = 16) -> None:
+    def __init__(self, data_spec: Spec, latent_dim: int = 16) -> None:
         super().__init__(data_spec)
-        self.latent_dim = check_rank("model.latent_dim", latent_dim, self.num_features, "features")
+        self.latent_dim = bounded_int("model.latent_dim", latent_dim, self.num_features, "features")
         self.save_model_hparams()
         p, k, f64 = self.num_features, self.latent_dim, torch.float64
         self.register_buffer("mean", torch.zeros(p, dtype=f64))
@@ -95,10 +97,10 @@ class PCA(FittedModel):
         self.register_buffer("explained_variance", torch.zeros(k, dtype=f64))
         self.register_buffer("explained_variance_ratio", torch.zeros(k, dtype=f64))
 
-    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def pass_statistics(self, batch: Stats) -> Stats:
         return moment_statistics(batch["x"])
 
-    def update(self, stats: dict[str, torch.Tensor]) -> bool:
+    def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Eigendecompose the covariance of the pass; always converged (closed form)."""
         check_examples(self.latent_dim, float(stats["n"]), strict=False)
         if float(stats["n"]) < 2:
@@ -111,22 +113,32 @@ class PCA(FittedModel):
         self.explained_variance.copy_(values[:k])
         total = torch.diagonal(cov).sum()
         self.explained_variance_ratio.copy_(values[:k] / total if total > 0 else torch.zeros_like(values[:k]))
-        return True
+        return True, {}
 
     # --- the protocol ------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Principal scores ``W^T (x - mu)``: ``(B, *shape) -> (B, K)`` in ``x``'s dtype."""
         return ((self.features(x) - self.mean) @ self.components).to(result_dtype(x))
 
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``W z + mu``: codes ``(B, K) -> (B, *shape)`` in ``z``'s dtype. Raises: DataError for a malformed ``z``."""
+        codes = self.features(z, self.latent_dim)
+        return (codes @ self.components.T + self.mean).to(result_dtype(z)).view(len(z), *self.spec.shape)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``W W^T (x - mu) + mu``: like ``x``."""
         d = self.features(x) - self.mean
         return ((d @ self.components) @ self.components.T + self.mean).to(result_dtype(x)).view_as(x)
 
-    def loss_terms(self, x: torch.Tensor, y: torch.Tensor, stage: str) -> dict[str, torch.Tensor]:
+    def component_vectors(self) -> torch.Tensor:
+        """The principal directions as rows, ``W^T``: ``(K, P)`` float64, orthonormal."""
+        return self.components.T
+
+    def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:
+        """``loss``: the squared reconstruction error summed over the ``P`` features, ``(B,)``."""
         d = self.features(x) - self.mean
         residual = d - (d @ self.components) @ self.components.T
-        return {"loss": residual.pow(2).sum(1).to(result_dtype(x))}
+        return {"loss": residual.pow(2).sum(1).to(result_dtype(x))}, None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "explained_variance_ratio": float(self.explained_variance_ratio.sum())}

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from genlab.data.spec import DataSpec
-from genlab.errors import ConfigError
-from genlab.models.classical.fitting import LOG_2PI, check_rank
+from genlab.models.classical.fitting import LOG_2PI, Spec, Stats
 from genlab.models.classical.gaussian import LinearGaussianModel
-from genlab.models.classical.pca import check_examples, eigen_descending, mean_covariance, moment_statistics
+from genlab.models.classical.pca import moment_statistics
 
 
 class PPCA(LinearGaussianModel):
@@ -31,6 +27,9 @@ class PPCA(LinearGaussianModel):
     Singular data: when the discarded eigenvalues are (near) zero, e.g. constant pixels with ``K`` close
     to the rank of ``S``, ``sigma^2`` is floored at ``min_variance`` so the density stays finite.
 
+    Buffers: ``mean``, ``loadings``, ``noise_variance`` (``sigma^2``, a scalar), ``explained_variance``
+    (the top ``K`` eigenvalues of ``S``), float64.
+
     Args:
         data_spec: the data description; must be ``dequantized`` (see ``FittedModel.density``).
         latent_dim: ``K``, ``1 <= K < P`` and ``K < n``.
@@ -42,13 +41,8 @@ class PPCA(LinearGaussianModel):
         DataError: for NaN/inf input, a malformed or empty batch.
     """
 
-    def __init__(self, data_spec: DataSpec | dict[str, Any], latent_dim: int = 16, min_variance: float = 1e-6) -> None:
-        spec = DataSpec.coerce(data_spec)
-        latent_dim = check_rank("model.latent_dim", latent_dim, spec.num_dims, "features", strict=True)
-        super().__init__(spec, latent_dim)
-        if not min_variance > 0:
-            raise ConfigError(f"model.min_variance must be positive, got {min_variance}")
-        self.min_variance = float(min_variance)
+    def __init__(self, data_spec: Spec, latent_dim: int = 16, min_variance: float = 1e-6) -> None:
+        super().__init__(data_spec, latent_dim, min_variance)
         self.save_model_hparams()
         self.register_buffer("noise_variance", torch.ones((), dtype=torch.float64))
         self.register_buffer("explained_variance", torch.zeros(latent_dim, dtype=torch.float64))
@@ -62,24 +56,18 @@ class PPCA(LinearGaussianModel):
         p, k = self.num_features, self.latent_dim
         return p * k + 1 - k * (k - 1) // 2 + p
 
-    def pass_statistics(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def pass_statistics(self, batch: Stats) -> Stats:
         return moment_statistics(batch["x"])
 
-    def update(self, stats: dict[str, torch.Tensor]) -> bool:
+    def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Closed-form ML solution from the pass totals; always converged."""
-        check_examples(self.latent_dim, float(stats["n"]))
-        mean, cov = mean_covariance(stats, ddof=0)
-        values, vectors = eigen_descending(cov)
+        _, values, sigma2 = self.ppca_solution(stats)
         k = self.latent_dim
-        sigma2 = values[k:].clamp(min=0).mean().clamp(min=self.min_variance)
-        self.mean.copy_(mean)
         self.noise_variance.copy_(sigma2)
         self.explained_variance.copy_(values[:k])
-        self.loadings.copy_(vectors[:, :k] * (values[:k] - sigma2).clamp(min=0).sqrt())
         # C shares its eigenvectors with S: eigenvalues max(lambda_j, sigma^2) for j <= K, sigma^2 beyond,
         # so the average training log-likelihood is exact even when sigma^2 was floored.
         c = torch.cat([values[:k].clamp(min=sigma2), sigma2.expand(self.num_features - k)])
         score = -0.5 * (self.num_features * LOG_2PI + c.log().sum() + (values.clamp(min=0) / c).sum())
-        self.score.copy_(score)
-        self._pass_log = {"nll_nats": -float(score)}
-        return True
+        self.train_log_lik.copy_(score)
+        return True, {"nll_nats": -float(score)}
