@@ -62,6 +62,9 @@ class GPT(GenerativeModel):
             a newline, or, when the vocabulary has none, its first symbol (logged, and stored in the
             hparams so the checkpoint keeps it); token id 0 for data without a vocabulary.
         sample_keep: context kept when a generation window jumps (``None``: ``block_size // 2``).
+        train_matmul_dtype: e.g. ``"bfloat16"``: the blocks' Linear layers run in that precision while
+            training (float32 master weights; see :class:`~genlab.nn.transformer.Transformer`); ``None``:
+            float32 throughout.
         base: ``lr``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`); the
             defaults are AdamW with betas (0.9, 0.99) and the warm-up/cosine schedule to ``1e-4``.
 
@@ -86,6 +89,7 @@ class GPT(GenerativeModel):
         weight_decay: float = 0.1,
         start_symbol: str | None = None,
         sample_keep: int | None = None,
+        train_matmul_dtype: str | None = None,
         **base: Any,
     ) -> None:
         base.setdefault("optimizer", {"_target_": "torch.optim.AdamW", "_partial_": True, "betas": [0.9, 0.99]})
@@ -110,7 +114,8 @@ class GPT(GenerativeModel):
         start_symbol = self._start_symbol(start_symbol)  # stored by save_model_hparams (it reads the locals)
         self.start_id = spec.vocab.index(start_symbol) if start_symbol is not None else 0
         self.save_model_hparams()
-        self.net = Transformer(self.vocab_size, window, n_layer, n_head, n_embd, dropout, bias)
+        self.net = Transformer(self.vocab_size, window, n_layer, n_head, n_embd, dropout, bias,
+                               train_matmul_dtype=train_matmul_dtype)  # fmt: skip
 
     def _start_symbol(self, given: str | None) -> str | None:
         """The start symbol to use: ``given`` (which must be in the vocabulary), else the default."""
