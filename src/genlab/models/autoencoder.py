@@ -9,9 +9,9 @@ import torch.nn.functional as F
 
 from genlab.checks import one_of, positive_int
 from genlab.data.spec import DataSpec
-from genlab.models.base import GenerativeModel, plain
+from genlab.models.base import GenerativeModel
 from genlab.nn.mlp import MLPDecoder, MLPEncoder
-from genlab.utils.config import build, config_of
+from genlab.utils.config import build, config_of, plain
 
 LOSSES = ("mse", "bce")
 

@@ -13,13 +13,12 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 import torch.distributed as dist
-from hydra.utils import instantiate
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from genlab.checks import positive, positive_int  # noqa: F401  (positive_int: until every model imports genlab.checks)
+from genlab.checks import positive, positive_int, require  # noqa: F401  (positive_int: until every model imports genlab.checks)
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
+from genlab.utils.config import build, plain
 
 NLL_KINDS = ("exact", "bound", "none")
 #: Everything a caller may look for. ``generate``: continue a prompt; ``decode``: codes ``(B, latent_dim)``
@@ -39,25 +38,10 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True}
 Scores = tuple[dict[str, torch.Tensor], "torch.Tensor | None"]
 
 
-def factory(cfg: dict[str, Any], key: str) -> Callable[..., Any]:
-    """The callable a ``_partial_`` config names (``functools.partial``), e.g. ``model.optimizer``.
-
-    Raises:
-        ConfigError: naming ``key`` when the config is not a ``_partial_`` with an importable ``_target_``.
-    """
-    if not isinstance(cfg, dict) or "_target_" not in cfg or not cfg.get("_partial_"):
-        raise ConfigError(f"{key} must be a config with _target_ and _partial_: true, got {cfg!r}")
-    try:
-        return instantiate(cfg)
-    except Exception as e:
-        raise ConfigError(f"{key}: cannot build {cfg['_target_']!r} ({type(e).__name__}: {e})") from e
-
-
-def plain(cfg: Any) -> Any:
-    """A config node (``DictConfig``/``ListConfig``) as plain dicts and lists; anything else unchanged."""
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
+def _partial(cfg: Any, key: str) -> Callable[..., Any]:
+    """The ``functools.partial`` a ``_partial_: true`` config gives. Raises: ConfigError naming ``key``."""
+    require(isinstance(cfg, dict) and bool(cfg.get("_partial_")), key, "a config with _partial_: true", cfg)
+    return build(cfg, key)
 
 
 class SplitMeans:
@@ -169,9 +153,8 @@ class GenerativeModel(L.LightningModule):
         self.lr, self.weight_decay = positive("model.lr", lr), float(weight_decay)
         self.optimizer_cfg = plain(optimizer) or dict(DEFAULT_OPTIMIZER)
         self.scheduler_cfg = plain(scheduler)
-        factory(self.optimizer_cfg, "model.optimizer")  # a wrong _target_ fails here, not at fit time
-        if self.scheduler_cfg:
-            factory(self.scheduler_cfg, "model.scheduler")
+        self._optimizer_factory()  # a wrong _target_ fails here, not at fit time
+        self._scheduler_factory()
         self.compile_backend = ("inductor" if compile is True else compile) or None
         self.genlab_meta: dict[str, Any] = {}  # set by train.py, stored in checkpoints
         self._means: SplitMeans | None = None
@@ -325,12 +308,18 @@ class GenerativeModel(L.LightningModule):
         """Extra keyword arguments of the optimiser that depend on the run (e.g. ``fused``)."""
         return {}
 
+    def _optimizer_factory(self) -> Callable[..., torch.optim.Optimizer]:
+        return _partial(self.optimizer_cfg, "model.optimizer")
+
+    def _scheduler_factory(self) -> Callable[..., Any] | None:
+        return _partial(self.scheduler_cfg, "model.scheduler") if self.scheduler_cfg else None
+
     def configure_optimizers(self) -> Any:
-        make = factory(self.optimizer_cfg, "model.optimizer")
+        make = self._optimizer_factory()
         opt = make(self.optimizer_groups(), lr=self.lr, weight_decay=self.weight_decay, **self.optimizer_options())
         if not self.scheduler_cfg:
             return opt
-        schedule = factory(self.scheduler_cfg, "model.scheduler")
+        schedule = self._scheduler_factory()
         kwargs = {}
         if "total_steps" in inspect.signature(schedule).parameters and schedule.keywords.get("total_steps") is None:
             kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)

@@ -9,10 +9,10 @@ import torch
 
 from genlab.checks import non_negative, positive_int
 from genlab.data.spec import DataSpec
-from genlab.models.base import GenerativeModel, plain
+from genlab.models.base import GenerativeModel
 from genlab.nn.likelihoods import make_likelihood, soft_clamp
 from genlab.nn.mlp import MLPDecoder, MLPEncoder
-from genlab.utils.config import build, config_of
+from genlab.utils.config import build, config_of, plain
 
 LOGVAR_MIN, LOGVAR_MAX = -12.0, 8.0
 LOG_2PI = math.log(2 * math.pi)

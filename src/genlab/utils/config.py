@@ -7,12 +7,12 @@ fills in the data-dependent arguments when it builds it with :func:`build`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from genlab.errors import ConfigError, GenlabError
 
@@ -22,31 +22,17 @@ def config_of(cls: type, **kwargs: Any) -> dict[str, Any]:
     return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **kwargs}
 
 
-def locate(path: str) -> Any:
-    """The object at the dotted ``path`` (``package.module.Class``), importing the longest module prefix.
-
-    Raises:
-        ImportError: when no prefix is a module (a missing dependency inside the module propagates).
-        AttributeError: when the module lacks the rest of the path.
-    """
-    parts = path.split(".")
-    for i in range(len(parts), 0, -1):
-        module = ".".join(parts[:i])
-        try:
-            obj = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
-                raise
-            continue
-        for attr in parts[i:]:
-            obj = getattr(obj, attr)
-        return obj
-    raise ImportError(f"no module named {parts[0]!r}")
+def plain(cfg: Any) -> Any:
+    """A config node (``DictConfig``/``ListConfig``) as plain dicts and lists; anything else unchanged."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
 
 
 def build(cfg: Mapping[str, Any], key: str, **kwargs: Any) -> Any:
     """Instantiate the ``_target_`` config ``cfg`` (dict or DictConfig) with ``kwargs`` added; they
-    win over keys of ``cfg``. Lists reach the target as plain lists (``_convert_="all"``).
+    win over keys of ``cfg``. Lists reach the target as plain lists (``_convert_="all"``); a config with
+    ``_partial_: true`` gives a ``functools.partial`` (e.g. ``model.optimizer``).
 
     Args:
         cfg: a mapping with ``_target_``, e.g. ``{"_target_": "genlab.nn.mlp.MLPEncoder", "hidden_dims": [64]}``.
@@ -61,15 +47,15 @@ def build(cfg: Mapping[str, Any], key: str, **kwargs: Any) -> Any:
     if not isinstance(target, str):
         raise ConfigError(f"{key} must be a config with a _target_ (a class path), got {cfg!r}")
     try:
-        locate(target)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"{key}._target_={target!r} cannot be imported: {e}") from e
-    try:
         return instantiate(cfg, **kwargs, _convert_="all")
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, GenlabError):
             raise ConfigError(f"{key}: {cause}") from cause
+        if isinstance(cause, ImportError):  # Hydra's import message spans lines: keep it to one
+            raise ConfigError(
+                f"{key}._target_={target!r} cannot be imported: {' '.join(str(cause).split())}"
+            ) from cause
         if cause is None:
             raise ConfigError(f"{key} ({target}): {e}") from e
         raise ConfigError(f"{key} ({target}): {type(cause).__name__}: {cause}") from cause
