@@ -330,3 +330,13 @@ def test_one_position_steps_match_the_full_pass_for_batches_and_classes():
         with pytest.raises(ConfigError, match="class-conditional"):
             net(idx[:, :1], None, cache)
     torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-5)
+
+
+def test_an_optimizer_that_refuses_its_settings_is_a_config_error_naming_the_key():
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "betas": [0.9, 0.99]}  # betas left from AdamW
+    model = GPT(text_spec(), n_layer=1, n_head=1, n_embd=8, optimizer=sgd, scheduler=TEN_STEPS)
+    with pytest.raises(ConfigError, match=r"model.optimizer \(torch.optim.SGD\) refuses .*betas.*~model.optimizer"):
+        model.configure_optimizers()
+    model = GPT(text_spec(), n_layer=1, n_head=1, n_embd=8, weight_decay=-1.0, scheduler=TEN_STEPS)
+    with pytest.raises(ConfigError, match="weight_decay"):
+        model.configure_optimizers()

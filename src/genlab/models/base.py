@@ -280,9 +280,10 @@ class GenerativeModel(L.LightningModule):
         if "nll_nats" in means:
             means["bits_per_dim"] = bits_per_dim(means["nll_nats"], self.spec)
         for name, value in means.items():
-            self.log(f"{stage}/{name}", value.float(), prog_bar=name in ("loss", "bits_per_dim"))
+            # already summed over processes; sync_dist averages equal values (and keeps Lightning's advice quiet)
+            self.log(f"{stage}/{name}", value.float(), prog_bar=name in ("loss", "bits_per_dim"), sync_dist=True)
         if self.count_unit:
-            self.log(f"{stage}/num_{self.count_unit}", count)
+            self.log(f"{stage}/num_{self.count_unit}", count, sync_dist=True)
 
     def setup(self, stage: str) -> None:
         """Refuse a DataModule whose :class:`DataSpec` differs from the model's (shapes, levels or token ids).
@@ -315,15 +316,27 @@ class GenerativeModel(L.LightningModule):
         return _partial(self.scheduler_cfg, "model.scheduler") if self.scheduler_cfg else None
 
     def configure_optimizers(self) -> Any:
-        make = self._optimizer_factory()
-        opt = make(self.optimizer_groups(), lr=self.lr, weight_decay=self.weight_decay, **self.optimizer_options())
-        if not self.scheduler_cfg:
-            return opt
-        schedule = self._scheduler_factory()
-        kwargs = {}
-        if "total_steps" in inspect.signature(schedule).parameters and schedule.keywords.get("total_steps") is None:
-            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule(opt, **kwargs), "interval": "step"}}
+        """The optimiser (and schedule) from ``model.optimizer`` / ``model.scheduler``.
+
+        Raises:
+            ConfigError: when either rejects its settings (e.g. a negative ``weight_decay``, or ``betas``
+                left over for an optimiser that takes none: drop it with ``~model.optimizer.betas``).
+        """
+        make, key = self._optimizer_factory(), "model.optimizer"
+        try:
+            opt = make(self.optimizer_groups(), lr=self.lr, weight_decay=self.weight_decay, **self.optimizer_options())
+            if not self.scheduler_cfg:
+                return opt
+            schedule, key = self._scheduler_factory(), "model.scheduler"
+            kwargs = {}
+            if "total_steps" in inspect.signature(schedule).parameters and schedule.keywords.get("total_steps") is None:
+                kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule(opt, **kwargs), "interval": "step"}}
+        except (TypeError, ValueError) as e:
+            target = (self.optimizer_cfg if key == "model.optimizer" else self.scheduler_cfg)["_target_"]
+            given = "model.lr, model.weight_decay and" if key == "model.optimizer" else "the optimiser and"
+            raise ConfigError(f"{key} ({target}) refuses its arguments: {e}. It is called with {given} the keys of "
+                              f"{key}; drop one with ~{key}.<key>") from e  # fmt: skip
 
     def configure_model(self) -> None:
         """``model.compile=true``: compile each network in place (``nn.Module.compile``): every direct child
