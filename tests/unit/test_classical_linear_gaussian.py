@@ -2,6 +2,7 @@
 
 import math
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -145,3 +146,44 @@ def test_streamed_em_equals_one_batch_em():
     streamed = FactorAnalysis(spec, latent_dim=5, tol=0.0).fit_tensor(x, max_iter=6, batch_size=100)
     for name in ("mean", "loadings", "noise_variance", "train_log_lik"):
         torch.testing.assert_close(getattr(streamed, name), getattr(whole, name), rtol=1e-9, atol=1e-12)
+
+
+def data_pass_em_step(model, x):
+    """One EM iteration of factor analysis from the data themselves (the E-step per example, summed):
+    the reference for the model's iteration on the kept covariance. Returns ``(W, Psi, average log-lik)``."""
+    f, d = model.factors(), x - model.mean
+    ez = f.posterior_mean(d)  # (N, K)
+    n = len(x)
+    a, b = d.T @ ez / n, f.posterior_cov() + ez.T @ ez / n
+    w = torch.linalg.solve(b, a.T).T
+    psi = ((d * d).sum(0) / n - (w * a).sum(1)).clamp(min=model.min_variance)
+    return w, psi, f.log_prob(d).mean()
+
+
+def test_factor_analysis_em_on_the_covariance_equals_em_on_the_data():
+    x, spec = digits()
+    flat = x.flatten(1).double()
+    model = FactorAnalysis(spec, latent_dim=6, tol=0.0).fit_tensor(x, max_iter=1)  # the moment pass
+    torch.testing.assert_close(model.sample_covariance, torch.cov(flat.T, correction=0), rtol=1e-10, atol=1e-12)
+    for _ in range(5):
+        w, psi, score = data_pass_em_step(model, flat)
+        model.fit_tensor(x, max_iter=1)
+        torch.testing.assert_close(model.loadings, w, rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(model.noise_variance, psi, rtol=1e-8, atol=1e-12)
+        assert float(model.train_log_lik) == pytest.approx(float(score), rel=1e-11)
+
+
+def test_a_factor_analysis_checkpoint_without_the_covariance_recomputes_it(tmp_path):
+    x, spec = digits()
+    straight = FactorAnalysis(spec, latent_dim=4, tol=0.0).fit_tensor(x, max_iter=4)
+    model = FactorAnalysis(spec, latent_dim=4, tol=0.0).fit_tensor(x, max_iter=3)
+    state = {k: v for k, v in model.state_dict().items() if k != "sample_covariance"}  # written before S was kept
+    ckpt = {"state_dict": state, "hyper_parameters": dict(model.hparams), "pytorch-lightning_version": L.__version__}
+    torch.save(ckpt, tmp_path / "old.ckpt")
+    loaded = FactorAnalysis.load_from_checkpoint(tmp_path / "old.ckpt", weights_only=True)
+    torch.testing.assert_close(loaded.log_prob(x), model.log_prob(x), rtol=0, atol=0)
+    assert loaded.sample_covariance.isnan().all()
+    loaded.fit_tensor(x, max_iter=1)  # the moments again, then the same EM iteration
+    for name in ("mean", "loadings", "noise_variance", "train_log_lik", "sample_covariance"):
+        torch.testing.assert_close(getattr(loaded, name), getattr(straight, name), rtol=1e-9, atol=1e-12)
+    assert int(loaded.n_iter) == 4

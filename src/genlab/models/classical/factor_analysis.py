@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from genlab.checks import non_negative
 from genlab.models.classical.fitting import LOG_2PI, Spec, Stats
 from genlab.models.classical.gaussian import LinearGaussianModel
-from genlab.models.classical.pca import moment_statistics
+from genlab.models.classical.pca import mean_covariance, moment_statistics
 
 
 class FactorAnalysis(LinearGaussianModel):
@@ -15,14 +17,17 @@ class FactorAnalysis(LinearGaussianModel):
 
     Passes (one per training epoch):
 
-    1. moments: ``alpha`` is the sample mean (its ML estimate, fixed from then on); the starting point
-       is the PPCA solution of the ML covariance ``S`` (``W = U_K (Lambda_K - sigma^2)^{1/2}``) with
-       ``Psi = diag(S - W W^T)``.
+    1. moments: ``alpha`` is the sample mean (its ML estimate, fixed from then on) and ``S`` the ML
+       covariance (denominator ``n``), kept; the starting point is the PPCA solution of ``S``
+       (``W = U_K (Lambda_K - sigma^2)^{1/2}``) with ``Psi = diag(S - W W^T)``.
     2. onwards, one EM iteration each (Rubin & Thayer 1982; in this form, Ghahramani & Hinton 1996). The
-       E-step under the current ``(W, Psi)``, with ``d = x - alpha`` and ``M = I + W^T Psi^{-1} W``:
-       ``E[z|x] = M^{-1} W^T Psi^{-1} d``, ``E[z z^T|x] = M^{-1} + E[z|x] E[z|x]^T``; the pass sums
-       ``A = sum d E[z|x]^T``, ``B = sum E[z z^T|x]``, ``c = sum d * d`` and ``log p(x)``. The M-step:
-       ``W = A B^{-1}``, ``Psi = (c - rowsum(W * A)) / n``, floored at ``min_variance``.
+       E-step under the current ``(W, Psi)``, with ``d = x - alpha``, ``M = I + W^T Psi^{-1} W`` and
+       ``beta = M^{-1} W^T Psi^{-1}``: ``E[z|x] = beta d``, ``E[z z^T|x] = M^{-1} + E[z|x] E[z|x]^T``. Its sums
+       over the data are functions of ``S`` alone, ``A = sum d E[z|x]^T / n = S beta^T`` and
+       ``B = sum E[z z^T|x] / n = M^{-1} + beta S beta^T``, as is the average log-likelihood
+       ``-(P ln 2 pi + log |C| + tr(C^{-1} S)) / 2``, so the pass computes them from the kept ``S`` in
+       ``O(P^2 K)``, without the data (the data pass only counts the examples). The M-step:
+       ``W = A B^{-1}``, ``Psi = diag(S) - rowsum(W * A)``, floored at ``min_variance``.
 
     Convergence: the pass's average log-likelihood (of the parameters it started from) rose by less
     than ``tol`` nats per example over the previous pass's; EM never lowers it (up to the floor).
@@ -36,7 +41,9 @@ class FactorAnalysis(LinearGaussianModel):
         tol: convergence tolerance in nats per example (``>= 0``; 0 runs all ``max_epochs``).
         min_variance: floor of every ``Psi_j`` (``> 0``, squared data units).
 
-    Buffers: ``mean`` (``alpha``), ``loadings`` (``W``), ``noise_variance`` (``Psi`` ``(P,)``), float64.
+    Buffers: ``mean`` (``alpha``), ``loadings`` (``W``), ``noise_variance`` (``Psi`` ``(P,)``),
+    ``sample_covariance`` (``S`` ``(P, P)``; NaN before the moment pass, and in a checkpoint written before
+    it was kept, whose next pass computes it again), float64.
 
     Raises:
         ConfigError: for data that are not dequantized, ``K`` outside ``[1, P)``, ``K >= n``, a negative
@@ -48,7 +55,9 @@ class FactorAnalysis(LinearGaussianModel):
         super().__init__(data_spec, latent_dim, min_variance)
         self.tol = non_negative("model.tol", tol)
         self.save_model_hparams()
-        self.register_buffer("noise_variance", torch.ones(self.num_features, dtype=torch.float64))
+        p, f64 = self.num_features, torch.float64
+        self.register_buffer("noise_variance", torch.ones(p, dtype=f64))
+        self.register_buffer("sample_covariance", torch.full((p, p), torch.nan, dtype=f64))
 
     def noise_diag(self) -> torch.Tensor:
         return self.noise_variance
@@ -59,41 +68,39 @@ class FactorAnalysis(LinearGaussianModel):
         return p * k - k * (k - 1) // 2 + 2 * p
 
     # --- EM ----------------------------------------------------------------------------------
-    def prepare(self, x: torch.Tensor) -> Stats:
-        return {"x": x, "sum": x.sum(0), "sum_sq": x.pow(2).sum(0)}
-
     def pass_statistics(self, batch: Stats) -> Stats:
         x = batch["x"]
-        if not self.fitted:
+        if self.sample_covariance[0, 0].isnan():  # the moment pass
             return moment_statistics(x)
-        n, mu, f = len(x), self.mean, self.factors()
-        a = x @ f.scaled - mu @ f.scaled  # W^T Psi^{-1} d: (B, K)
-        v = torch.linalg.solve_triangular(f.chol, a.T, upper=False)  # L^{-1} a^T, M = L L^T
-        ez = torch.linalg.solve_triangular(f.chol.T, v, upper=True).T  # E[z|x] = M^{-1} a^T: (B, K)
-        d2 = batch["sum_sq"] - 2 * mu * batch["sum"] + n * mu.pow(2)  # sum_n (x_n - mu)^2 per feature
-        quad = (d2 / f.noise).sum() - v.pow(2).sum()  # sum_n d_n^T C^{-1} d_n (Woodbury)
-        return {
-            "n": x.new_tensor(float(n)),
-            "d_ez": (ez.T.contiguous() @ x).T - torch.outer(mu, ez.sum(0)),
-            "ez_ez": ez.T @ ez,
-            "d2": d2,
-            "log_lik": -0.5 * (n * (self.num_features * LOG_2PI + f.logdet) + quad),
-        }
+        return {"n": x.new_tensor(float(len(x)))}
 
     def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
-        """The moment pass (first) or one M-step; converged when the log-likelihood gain fell below ``tol``."""
-        if not self.fitted:
-            cov, _, _ = self.ppca_solution(stats)
-            self.noise_variance.copy_((torch.diagonal(cov) - self.loadings.pow(2).sum(1)).clamp(min=self.min_variance))
-            return False, {}
-        n = stats["n"]
-        a = stats["d_ez"] / n
-        b = self.factors().posterior_cov() + stats["ez_ez"] / n
-        w = torch.linalg.solve(b, a.T).T  # A B^{-1}, B symmetric
-        psi = (stats["d2"] / n - (w * a).sum(1)).clamp(min=self.min_variance)
-        score = stats["log_lik"] / n
+        """The moment pass (first) or one EM iteration on ``S``; converged when the log-likelihood gain fell
+        below ``tol``."""
+        if "outer" in stats:
+            if self.fitted:  # moments again, for a checkpoint that did not keep S: W and Psi carry on
+                self.sample_covariance.copy_(mean_covariance(stats, ddof=0)[1])
+            else:
+                cov, _, _ = self.ppca_solution(stats)
+                self.sample_covariance.copy_(cov)
+                self.noise_variance.copy_((cov.diagonal() - self.loadings.pow(2).sum(1)).clamp(min=self.min_variance))
+                return False, {}
+        s, f = self.sample_covariance, self.factors()
+        s_scaled = s @ f.scaled  # S Psi^{-1} W: (P, K), the O(P^2 K) product
+        g = f.scaled.T @ s_scaled  # W^T Psi^{-1} S Psi^{-1} W: (K, K)
+        m_inv = f.posterior_cov()
+        a = s_scaled @ m_inv  # S beta^T
+        w = torch.linalg.solve(m_inv + m_inv @ g @ m_inv, a.T).T  # A B^{-1}, B symmetric
+        # tr(C^{-1} S) by Woodbury: tr(Psi^{-1} S) - tr(M^{-1} W^T Psi^{-1} S Psi^{-1} W)
+        quad = (s.diagonal() / f.noise).sum() - (m_inv * g).sum()
+        score = -0.5 * (self.num_features * LOG_2PI + f.logdet + quad)
         gain = float(score - self.train_log_lik)
         self.loadings.copy_(w)
-        self.noise_variance.copy_(psi)
+        self.noise_variance.copy_((s.diagonal() - (w * a).sum(1)).clamp(min=self.min_variance))
         self.train_log_lik.copy_(score)
         return gain < self.tol, {"nll_nats": -float(score)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        p = self.num_features  # a checkpoint from before S was kept: NaN, so the next pass computes it
+        checkpoint["state_dict"].setdefault("sample_covariance", torch.full((p, p), torch.nan, dtype=torch.float64))

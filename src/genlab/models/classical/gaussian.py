@@ -102,21 +102,22 @@ class LinearGaussianModel(FittedModel):
     def ppca_solution(self, stats: Stats) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Set ``mean`` and ``loadings`` to the PPCA maximum-likelihood solution (Tipping & Bishop 1999,
         Eqs. 7-8) of the pass's moments: ``W = U_K (Lambda_K - sigma^2)^{1/2}``, ``sigma^2`` the mean
-        discarded eigenvalue (floored at ``min_variance``).
+        discarded eigenvalue, ``(tr S - sum_{j <= K} lambda_j) / (P - K)`` (floored at ``min_variance``).
 
         Returns:
-            ``(S, eigenvalues of S descending, sigma^2)``, ``S`` ``(P, P)`` the ML covariance (denominator ``n``).
+            ``(S, the top K eigenvalues of S descending, sigma^2)``, ``S`` ``(P, P)`` the ML covariance
+            (denominator ``n``).
 
         Raises:
             ConfigError: if ``K >= n``.
         """
         check_examples(self.latent_dim, float(stats["n"]))
         mean, cov = mean_covariance(stats, ddof=0)
-        values, vectors = eigen_descending(cov)
-        k = self.latent_dim
-        sigma2 = values[k:].clamp(min=0).mean().clamp(min=self.min_variance)
+        values, vectors = eigen_descending(cov, self.latent_dim)
+        rest = torch.diagonal(cov).sum() - values.sum()
+        sigma2 = (rest / (self.num_features - self.latent_dim)).clamp(min=self.min_variance)
         self.mean.copy_(mean)
-        self.loadings.copy_(vectors[:, :k] * (values[:k] - sigma2).clamp(min=0).sqrt())
+        self.loadings.copy_(vectors * (values - sigma2).clamp(min=0).sqrt())
         return cov, values, sigma2
 
     # --- the protocol ------------------------------------------------------------------------

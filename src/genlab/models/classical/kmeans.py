@@ -127,23 +127,23 @@ class KMeans(FittedModel):
         return {"x": x, "sq_norm": x2.sum(1), "sum_x": x.sum(0), "sum_x2": x2.sum(0)}
 
     def pass_statistics(self, batch: Stats) -> Stats:
-        x = batch["x"]
-        best, labels = squared_distances(x, self.centers, batch["sq_norm"]).min(1)
+        x, c = batch["x"], self.centers
+        # ||x - c||^2 less the per-example ||x||^2, which does not change the nearest centre
+        best, labels = torch.addmm(c.pow(2).sum(1), x, c.T, alpha=-2).min(1)
         k = self.num_clusters
         return {
             "counts": torch.bincount(labels, minlength=k).to(x.dtype),
-            "sums": torch.zeros(k, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x),
-            "inertia": best.sum(),
+            "sums": x.new_zeros(k, x.shape[1]).index_add_(0, labels, x),
+            "inertia": (best + batch["sq_norm"]).clamp_(min=0).sum(),
             "sum_x": batch["sum_x"],
             "sum_x2": batch["sum_x2"],
         }
 
     def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Move centres to their members' means; converged when the squared shift is small."""
-        counts = stats["counts"]
-        new = torch.where(counts[:, None] > 0, stats["sums"] / counts.clamp(min=1)[:, None], self.centers)
-        shift = (new - self.centers).pow(2).sum()
-        n = counts.sum()  # every example has a cluster
+        counts, n = stats["counts"], stats["counts"].sum()  # every example has a cluster
+        new = torch.where(counts[:, None] > 0, stats["sums"] / counts[:, None], self.centers)
+        shift = torch.nn.functional.mse_loss(new, self.centers, reduction="sum")  # sum of squared differences
         variance = (stats["sum_x2"] / n - (stats["sum_x"] / n).pow(2)).clamp(min=0).mean()
         self.centers.copy_(new)
         self.cluster_sizes.copy_(counts)

