@@ -60,7 +60,7 @@ def _plain(batches, spec, steps: int, warmup: int) -> float:
         except StopIteration:
             it = iter(batches())
             x, y = next(it)
-        loss = model.loss_terms(x, y, "train")["loss"].mean()
+        loss = model.score(x, y, "train")[0]["loss"].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
