@@ -14,7 +14,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from genlab.checks import positive, positive_int, require  # noqa: F401  (positive_int: until every model imports genlab.checks)
+from genlab.checks import positive, require
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
