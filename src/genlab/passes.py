@@ -29,7 +29,6 @@ from lightning.pytorch.strategies import DDPStrategy as TrainerDDPStrategy
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 
 from genlab.errors import ConfigError, DataError
-from genlab.metrics.likelihood import bits_per_dim
 from genlab.models.base import SplitMeans
 from genlab.models.classical.fitting import FittedModel
 
@@ -96,10 +95,7 @@ def validate(model: FittedModel, loader: Any, fabric: Fabric, reduce: Any) -> di
     means = SplitMeans(fabric.device)
     for batch in loader:
         means.add(*model.score(*fabric.to_device(batch), "val"))
-    out, _ = means.compute(reduce)
-    if "nll_nats" in out:
-        out["bits_per_dim"] = bits_per_dim(out["nll_nats"], model.spec)
-    return {k: v.float() for k, v in out.items()}
+    return model.split_metrics(means, reduce)[0]
 
 
 def first_examples(model: FittedModel, loader: Any, fabric: Fabric, n: int) -> torch.Tensor:
@@ -173,13 +169,13 @@ def fit_by_passes(model: FittedModel, datamodule: Any, trainer: L.Trainer, ckpt_
         fabric.print(f"pass {epoch}: " + ", ".join(f"{k}={float(v):.6g}" for k, v in metrics.items()))
         if cb is not None:
             save_checkpoints(fabric, cb, model, epoch, metrics)
-        if stop is not None and stop.monitor in metrics:  # EarlyStopping's rule: patience and min_delta
-            current = torch.as_tensor(metrics[stop.monitor])
-            if stop.monitor_op(current - stop.min_delta, stop.best_score.to(current.device)):
-                stop.best_score, stop.wait_count = current, 0
-            else:
-                stop.wait_count += 1
-        if model.converged or (stop is not None and stop.wait_count >= stop.patience):
+        # EarlyStopping's own rule (patience, min_delta, thresholds, check_finite), as the Trainer applies it
+        halt, reason = (False, None)
+        if stop is not None and stop.monitor in metrics:
+            halt, reason = stop._evaluate_stopping_criteria(torch.as_tensor(metrics[stop.monitor]))
+        if reason and halt:
+            fabric.print(reason)
+        if model.converged or halt:
             break
     for logger in fabric.loggers:
         logger.finalize("success")

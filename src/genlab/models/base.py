@@ -272,17 +272,21 @@ class GenerativeModel(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_split("test")
 
+    def split_metrics(self, means: SplitMeans, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        """``({name: float32 mean over the split}, count)`` from ``means`` (``reduce``: the sum across processes),
+        with ``bits_per_dim`` derived from ``nll_nats`` (:func:`genlab.metrics.likelihood.bits_per_dim`)."""
+        out, count = means.compute(reduce)
+        if "nll_nats" in out:
+            out["bits_per_dim"] = bits_per_dim(out["nll_nats"], self.spec)
+        return {k: v.float() for k, v in out.items()}, count
+
     def _log_split(self, stage: str) -> None:
-        means, count = self._means.compute(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
+        means, count = self.split_metrics(self._means, lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
         self._means = None
-        if not means:
-            return
-        if "nll_nats" in means:
-            means["bits_per_dim"] = bits_per_dim(means["nll_nats"], self.spec)
         for name, value in means.items():
             # already summed over processes; sync_dist averages equal values (and keeps Lightning's advice quiet)
-            self.log(f"{stage}/{name}", value.float(), prog_bar=name in ("loss", "bits_per_dim"), sync_dist=True)
-        if self.count_unit:
+            self.log(f"{stage}/{name}", value, prog_bar=name in ("loss", "bits_per_dim"), sync_dist=True)
+        if means and self.count_unit:
             self.log(f"{stage}/num_{self.count_unit}", count, sync_dist=True)
 
     def setup(self, stage: str) -> None:
