@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval sample sweep test test-fast lint format bench clean
+.PHONY: help install train eval sample score sweep test test-fast lint format bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ eval: $(STAMP) ## test a checkpoint: make eval ARGS="ckpt_path=outputs/train/run
 
 sample: $(STAMP) ## sample a checkpoint: make sample ARGS="ckpt_path=... num_samples=64"
 	$(BIN)/python -m genlab.sample $(ARGS)
+
+score: $(STAMP) ## how likely is this x: make score ARGS="ckpt_path=... input=digit.png" (or text="...")
+	$(BIN)/python -m genlab.score $(ARGS)
 
 sweep: $(STAMP) ## Hydra multirun over latent sizes (hparams_search=vae_latent)
 	$(BIN)/python -m genlab.train -m hparams_search=vae_latent $(ARGS)

@@ -51,20 +51,30 @@ CLI_ENV = {
 QUIET = ["logger=csv", "callbacks.rich_progress_bar=null"]
 
 
+@pytest.fixture(scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache folder for the whole test session, so each dataset's feature network trains once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
+def cli(tmp_path: Path, feature_cache: Path) -> Callable[..., subprocess.CompletedProcess]:
     """Run ``python -m genlab.<module> <overrides>`` with outputs under ``tmp_path/outputs``.
 
-    Downloads go to ``tmp_path/data`` (never the user's cache). Returns the completed process;
-    its ``.log_dir`` attribute is the outputs folder.
+    Downloads go to ``tmp_path/data`` (never the user's cache); feature networks to one cache per test
+    session. ``train`` and ``eval`` run with ``evaluation=none`` unless an ``evaluation`` override is given.
+    Returns the completed process; its ``.log_dir`` attribute is the outputs folder.
     """
     log_dir = tmp_path / "outputs"
 
     def run(module: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
         # GENLAB_ROOT puts outputs/ in tmp_path through the default paths config, as a user's run would
-        env = {**os.environ, **CLI_ENV, "GENLAB_ROOT": str(tmp_path), "GENLAB_DATA_DIR": str(tmp_path / "data")}
+        env = {**os.environ, **CLI_ENV, "GENLAB_ROOT": str(tmp_path), "GENLAB_DATA_DIR": str(tmp_path / "data"),
+               "GENLAB_CACHE_DIR": str(feature_cache)}  # fmt: skip
         flags = [o for o in overrides if o.startswith("-")]  # e.g. -m (multirun) goes before the overrides
         rest = [o for o in overrides if not o.startswith("-")]
+        if module in ("train", "eval") and not any(o.startswith("evaluation") for o in rest):
+            rest.append("evaluation=none")  # evaluation has its own tests: the others need not pay for it
         cmd = [sys.executable, "-m", f"genlab.{module}", *flags, *rest]
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         proc.log_dir = log_dir

@@ -1,7 +1,8 @@
 """Test a trained checkpoint: ``python -m genlab.eval ckpt_path=<run>/checkpoints/<file>.ckpt``.
 
-Rebuilds model and DataModule from the checkpoint (``weights_only``), runs the test split and writes
-``metrics.json`` plus sample/reconstruction grids into a new run folder under ``outputs/eval/``.
+Rebuilds model and DataModule from the checkpoint (``weights_only``), runs the test split, evaluates
+(``evaluation=default|full|none``) and writes ``metrics.json``, figures and sample/reconstruction grids
+into a new run folder under ``outputs/eval/``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from genlab.evaluation import evaluate as run_tests
+from genlab.evaluation import preflight, settings
 from genlab.utils.checkpoint import build_datamodule, load_model
 from genlab.utils.console import print_summary
 from genlab.utils.runs import instantiate_all, output_dir, run_cli, write_metrics
@@ -27,6 +30,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(
         cfg.ckpt_path, cfg.get("data_dir"), **OmegaConf.to_container(cfg.data_overrides, resolve=True)
     )
+    evaluation = settings(cfg)
+    preflight(model, datamodule, evaluation, output_dir())
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -34,7 +39,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     metrics.update({f"test/{k}": v for k, v in model.describe().items()})
     if trainer.is_global_zero:
+        found, figures = run_tests(
+            model, datamodule, evaluation, output_dir(), loggers, seed=model.genlab_meta.get("seed", cfg.seed)
+        )
+        metrics.update(found)
         artifacts = {name: str(p) for c in callbacks for name, p in getattr(c, "paths", {}).items()}
+        artifacts.update({f"figure/{name}": str(p) for name, p in figures.items()})
         artifacts["checkpoint"] = str(cfg.ckpt_path)
         path = write_metrics(output_dir() / "metrics.json", metrics, cfg, artifacts=artifacts)
         print_summary("eval", metrics, artifacts, path)

@@ -1,7 +1,8 @@
 """Train any genlab model on any DataModule: ``python -m genlab.train model=vae_cnn data=mnist``.
 
 Composes ``conf/train.yaml``, fits (resuming from ``ckpt_path`` when given), tests the best
-checkpoint, writes ``metrics.json`` and sample/reconstruction grids into the run folder, and returns
+checkpoint, evaluates it (``evaluation=default|full|none``, :mod:`genlab.evaluation`), writes
+``metrics.json``, figures and sample/reconstruction grids into the run folder, and returns
 ``cfg.optimized_metric`` for Hydra sweepers.
 """
 
@@ -17,6 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import ConfigError
+from genlab.evaluation import evaluate, preflight, settings
 from genlab.passes import fit_by_passes
 from genlab.utils.console import print_summary
 from genlab.utils.runs import finish_wandb, instantiate_all, output_dir, run_cli, write_metrics
@@ -77,17 +79,21 @@ def train(cfg: DictConfig) -> float | None:
         "data": OmegaConf.to_container(cfg.data, resolve=True),
         "seed": int(cfg.seed),  # the test stage seeds its random numbers from it (see GenerativeModel)
     }
+    evaluation = settings(cfg)
+    preflight(model, datamodule, evaluation, out)  # a setting the evaluation refuses fails now, not after training
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    start = time.perf_counter()
     if model.can("fit"):  # fitted by passes over the data (closed form / EM), on Lightning Fabric
         best = fit_by_passes(model, datamodule, trainer, ckpt_path=cfg.get("ckpt_path"))
     else:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    fit_seconds = time.perf_counter() - start
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
 
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
@@ -97,7 +103,12 @@ def train(cfg: DictConfig) -> float | None:
     if not trainer.is_global_zero:
         return None
     metrics["sample/seconds_per_sample"] = seconds_per_sample(model)
+    start = time.perf_counter()
+    found, figures = evaluate(model, datamodule, evaluation, out, loggers, seed=cfg.seed, step=trainer.global_step)
+    metrics.update(found)
+    metrics["time/fit_seconds"], metrics["time/evaluation_seconds"] = fit_seconds, time.perf_counter() - start
     artifacts = {name: str(p) for c in callbacks for name, p in getattr(c, "paths", {}).items()}
+    artifacts.update({f"figure/{name}": str(p) for name, p in figures.items()})
     last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
     if best or last:  # no validation yet (max_steps inside the first epoch): the last checkpoint
         artifacts["checkpoint"] = best or last

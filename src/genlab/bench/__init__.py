@@ -10,4 +10,5 @@ BENCHMARKS = [
     "genlab.bench.gpt_speed",
     "genlab.bench.gpt_recipe",
     "genlab.bench.pixelcnn_sampling",
+    "genlab.bench.evaluation_cost",
 ]

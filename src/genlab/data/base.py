@@ -211,11 +211,21 @@ class TensorDataModule(L.LightningDataModule):
                     raise ValueError(f"{name} split has shape {tuple(lv.shape)}, expected (N, *{self.shape})")
 
     def _eval_tensor(self, split: str) -> torch.Tensor:
-        """Val/test floats computed once, with seeded noise, so every evaluation sees the same data."""
+        """Floats of a split computed once, with seeded noise, so every evaluation sees the same data."""
         if split not in self._eval_x:
             g = torch.Generator().manual_seed(self.seed + 7919)
             self._eval_x[split] = self.represent(self.splits[split][0], generator=g)
         return self._eval_x[split]
+
+    def split_tensors(self, split: str) -> Batch:
+        """``(x, y)`` of a whole split, ``train``, ``val`` or ``test``, for evaluation: ``x`` ``(N, C, H, W)`` floats
+        as the model sees them (seeded noise, the same on every call), ``y`` ``(N,)`` int64 labels.
+
+        Raises:
+            KeyError: for a split this source does not have.
+        """
+        self.setup()
+        return self._eval_tensor(split), self.splits[split][1]
 
     def _train_loader(self, drop_last: bool) -> TensorBatchLoader:
         lv, y = self.splits["train"]

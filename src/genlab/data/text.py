@@ -280,6 +280,17 @@ class TextDataModule(L.LightningDataModule):
             self._eval[split] = eval_windows(self.ids, *self.bounds[split], self.block_size)
         return self._eval[split]
 
+    def split_tensors(self, split: str) -> Batch:
+        """``(x, y)`` windows of a whole split (:func:`eval_windows`), ``train``, ``val`` or ``test``, for evaluation.
+
+        Raises:
+            KeyError: for an unknown split.
+        """
+        self._load()
+        if split == "train" and split not in self._eval:
+            self._eval[split] = eval_windows(self.ids, *self.bounds[split], self.block_size)
+        return self.eval_batches(split)
+
     def train_dataloader(self) -> RandomWindowLoader:
         ids = self.split_ids("train")
         rank, world = rank_and_world(self.trainer)

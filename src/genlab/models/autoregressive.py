@@ -66,12 +66,7 @@ class PixelAutoregressive(GenerativeModel):
             )
         if len(self.spec.shape) != 3:
             raise ConfigError(f"{name} models images (C, H, W); the data have shape {self.spec.shape}")
-        if conditional and not self.spec.num_classes:
-            raise ConfigError(f"model.conditional=true needs labelled data; these data have no classes ({name})")
-        self.conditional = bool(conditional)
-        if self.conditional:
-            self.capabilities = type(self).capabilities | {"conditional"}
-        self.num_classes: int | None = self.spec.num_classes if self.conditional else None
+        self.declare_conditional(conditional)
         self.num_colors = self.spec.shape[0]
         self.num_outputs = 1 if self.spec.kind == "binary" else self.spec.levels
 
@@ -129,33 +124,7 @@ class PixelAutoregressive(GenerativeModel):
         k = (cdf <= u[:, None]).sum(dim=1).clamp_(max=self.num_outputs - 1)
         return k.to(u.dtype) / (self.spec.levels - 1)
 
-    def labels(self, n: int, condition: torch.Tensor | None) -> torch.Tensor | None:
-        """The labels ``(n,)`` to condition on, or ``None`` for an unconditional model.
-
-        A conditional model without ``condition`` cycles through the classes (``0, 1, ..., 0, 1, ...``).
-
-        Raises:
-            ConfigError: for a condition given to an unconditional model, or labels of the wrong
-                shape or outside ``[0, num_classes)``.
-        """
-        if not self.conditional:
-            if condition is not None:
-                raise ConfigError(f"{type(self).__name__} is unconditional; train it with model.conditional=true")
-            return None
-        if condition is None:
-            return torch.arange(n, device=self.device) % self.num_classes
-        y = torch.as_tensor(condition, device=self.device).long().flatten()
-        if len(y) != n or (y < 0).any() or (y >= self.num_classes).any():
-            raise ConfigError(f"condition must be {n} labels in [0, {self.num_classes}), got {condition!r}")
-        return y
-
     # --- the protocol --------------------------------------------------------------------------
-    def describe(self) -> dict[str, Any]:
-        out = {**super().describe(), "conditional": self.conditional}
-        if self.conditional:
-            out["class_prior"] = "uniform"
-        return out
-
     def log_prob(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         """Exact ``log P(x)`` (or ``log P(x | condition)``) in nats: ``(B, C, H, W)`` -> ``(B,)``.
 

@@ -102,9 +102,11 @@ class GenerativeModel(L.LightningModule):
     * ``sample(n, condition=None) -> (n, *spec.shape)``: draws in the data's value space (the levels
       grid, ``{0, 1}``, token ids) for a model with a likelihood; a model without one (autoencoders,
       k-means) returns decodes, means in ``[0, 1]``.
-    * ``encode(x) -> (B, latent_dim)``; ``decode(z) -> (B, *spec.shape)``.
+    * ``encode(x) -> (B, latent_dim)``; ``decode(z) -> (B, *spec.shape)`` (the decoder's mean or mode), and
+      ``sample_codes(n) -> (n, latent_dim)`` codes from the prior (capability ``decode``).
     * ``reconstruct(x) -> Tensor like x``.
-    * ``generate(prompt, max_new_tokens, ...)``; ``assign(x) -> (B,)`` int64 cluster indices;
+    * ``generate(prompt, max_new_tokens, ...)`` and ``token_log_probs(ids) -> (N,)`` (capability ``generate``);
+      ``assign(x) -> (B,)`` int64 cluster indices;
       ``component_vectors() -> (K, P)`` (capability ``components``; not ``loadings``, the ``(P, K)``
       buffer of PPCA and factor analysis); ``fit_tensor(x)`` (capability ``fit``).
 
@@ -170,6 +172,43 @@ class GenerativeModel(L.LightningModule):
             raise ConfigError(f"{type(self).__name__} models values in [0, 1], not token ids; use image data "
                               "(e.g. data=digits), or model=gpt for text")  # fmt: skip
 
+    def declare_conditional(self, conditional: bool) -> None:
+        """Make this instance class-conditional (``P(x | y)``, capability ``conditional``) when ``conditional``.
+
+        Sets ``conditional`` and ``num_classes`` (``None`` when unconditional). A conditional model's
+        ``log_prob(x)`` without labels is the marginal under a uniform class prior.
+
+        Raises:
+            ConfigError: for ``conditional`` on data without classes.
+        """
+        if conditional and not self.spec.num_classes:
+            raise ConfigError(f"model.conditional=true needs labelled data; these data have no classes "
+                              f"({type(self).__name__})")  # fmt: skip
+        self.conditional = bool(conditional)
+        if self.conditional:
+            self.capabilities = type(self).capabilities | {"conditional"}
+        self.num_classes: int | None = self.spec.num_classes if self.conditional else None
+
+    def labels(self, n: int, condition: torch.Tensor | None) -> torch.Tensor | None:
+        """The labels ``(n,)`` int64 to condition on, or ``None`` for an unconditional model.
+
+        A conditional model without ``condition`` cycles through the classes (``0, 1, ..., 0, 1, ...``).
+
+        Raises:
+            ConfigError: for a condition given to an unconditional model, or labels of the wrong
+                shape or outside ``[0, num_classes)``.
+        """
+        if not getattr(self, "conditional", False):
+            if condition is not None:
+                raise ConfigError(f"{type(self).__name__} is unconditional; train it with model.conditional=true")
+            return None
+        if condition is None:
+            return torch.arange(n, device=self.device) % self.num_classes
+        y = torch.as_tensor(condition, device=self.device).long().flatten()
+        if len(y) != n or (y < 0).any() or (y >= self.num_classes).any():
+            raise ConfigError(f"condition must be {n} labels in [0, {self.num_classes}), got {condition!r}")
+        return y
+
     def save_model_hparams(self) -> None:
         """Store the calling ``__init__``'s arguments as hparams, with ``data_spec`` as a plain dict.
 
@@ -208,10 +247,24 @@ class GenerativeModel(L.LightningModule):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         raise self._missing("decode")
 
+    def sample_codes(self, n: int) -> torch.Tensor:
+        """``n`` codes from the model's prior over codes, ``(n, latent_dim)`` on the model's device; part of ``decode``.
+
+        The default is ``N(0, I)``: the prior of the VAE, probabilistic PCA and factor analysis. A deterministic
+        autoencoder has no prior, and these are then "random darts" in its code space.
+        """
+        if not self.can("decode"):
+            raise self._missing("decode")
+        return torch.randn(n, self.latent_dim, device=self.device)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         raise self._missing("reconstruct")
 
     def generate(self, prompt: torch.Tensor, max_new_tokens: int, **kwargs: Any) -> torch.Tensor:
+        raise self._missing("generate")
+
+    def token_log_probs(self, ids: torch.Tensor) -> torch.Tensor:
+        """``log P(x_t | x_<t)``, nats, of each token of one sequence ``(N,)`` int64: ``(N,)``; part of ``generate``."""
         raise self._missing("generate")
 
     def assign(self, x: torch.Tensor) -> torch.Tensor:
@@ -222,7 +275,12 @@ class GenerativeModel(L.LightningModule):
 
     def describe(self) -> dict[str, Any]:
         """Constants that qualify the test numbers (e.g. ``nll_kind``, ``iwae_k``) for metrics.json."""
-        return {"nll_kind": self.nll_kind}
+        out: dict[str, Any] = {"nll_kind": self.nll_kind}
+        if hasattr(self, "conditional"):
+            out["conditional"] = self.conditional
+            if self.conditional:
+                out["class_prior"] = "uniform"
+        return out
 
     # --- scoring -------------------------------------------------------------------------------
     def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:

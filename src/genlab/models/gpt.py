@@ -156,6 +156,21 @@ class GPT(GenerativeModel):
         return -self.token_nll(self._with_start(x), x).sum(1)
 
     @torch.no_grad()
+    def token_log_probs(self, ids: torch.Tensor) -> torch.Tensor:
+        """``log P(x_t | start, x_<t)`` in nats of every token of a sequence ``ids`` ``(N,)`` int64: ``(N,)``, exact.
+
+        The sequence follows ``start_symbol`` and is scored in consecutive windows of ``block_size``
+        tokens, each token's context being the tokens before it in its window (as the test split is).
+        """
+        seq = torch.cat([ids.new_tensor([self.start_id]), ids.long()]).to(self.device)
+        n, t = len(ids), self.block_size
+        num = -(-n // t)
+        pad = num * t + 1 - len(seq)
+        x = torch.cat([seq, seq.new_full((pad,), self.start_id)])[: num * t].view(num, t)
+        y = torch.cat([seq[1:], seq.new_full((pad,), IGNORE)]).view(num, t)
+        return -self.token_nll(x, y).flatten()[:n]
+
+    @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``n`` windows drawn after ``start_symbol`` (the distribution of :meth:`log_prob`):
         ``(n, block_size)`` int64 token ids. The model is unconditional: ``condition`` must be ``None``."""

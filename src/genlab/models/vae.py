@@ -63,6 +63,9 @@ class VAE(GenerativeModel):
         beta_warmup_steps: linear warm-up of ``beta`` over this many optimizer steps (0: none).
         iwae_k: importance samples for the test bound (>= 1).
         iwae_batch: most decoder evaluations per chunk when computing the bound (memory cap).
+        conditional: a conditional VAE (Sohn et al. 2015): ``q(z | x, y)`` and ``p(x | z, y)``, the label
+            (one-hot) given to the encoder as extra channels and to the decoder beside ``z``; declares
+            ``conditional``. Training and validation use the labels; ``log_prob(x)`` is the marginal.
         base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
@@ -87,6 +90,7 @@ class VAE(GenerativeModel):
         beta_warmup_steps: int = 0,
         iwae_k: int = 100,
         iwae_batch: int = 8192,
+        conditional: bool = False,
         **base: Any,
     ) -> None:
         super().__init__(data_spec, **base)
@@ -100,34 +104,57 @@ class VAE(GenerativeModel):
         decoder = plain(decoder) if decoder is not None else config_of(MLPDecoder, hidden_dims=[256, 512])
         self.save_model_hparams()  # stores encoder/decoder as the plain dicts above
         self.likelihood = make_likelihood(likelihood, self.spec, learn_variance=learn_variance, std=std)
-        shape = self.spec.shape
-        self.encoder = build(encoder, "model.encoder", shape=shape, out_features=2 * latent_dim)
+        self.declare_conditional(conditional)
+        shape, k = self.spec.shape, self.num_classes or 0
+        in_shape = (shape[0] + k, *shape[1:])  # a conditional encoder sees the label as k more channels
+        self.encoder = build(encoder, "model.encoder", shape=in_shape, out_features=2 * latent_dim)
         self.decoder = build(
-            decoder, "model.decoder", latent_dim=latent_dim, shape=shape, num_params=self.likelihood.num_params
+            decoder, "model.decoder", latent_dim=latent_dim + k, shape=shape, num_params=self.likelihood.num_params
         )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "iwae_k": self.iwae_k}
 
     # --- pieces ----------------------------------------------------------------------------
-    def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, *shape) -> (mu, logvar)``, each ``(B, latent_dim)``."""
+    def _one_hot(self, y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(y, self.num_classes).to(like.dtype)
+
+    def posterior(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, *shape)`` (and labels ``(B,)`` when conditional) ``-> (mu, logvar)``, each ``(B, latent_dim)``."""
+        if y is not None:  # the label as extra channels (or features, for flat data)
+            h = self._one_hot(y, x).view(len(x), -1, *([1] * (x.dim() - 2)))
+            x = torch.cat([x, h.expand(-1, -1, *x.shape[2:])], 1)
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, soft_clamp(logvar, LOGVAR_MIN, LOGVAR_MAX)
 
-    def decoder_params(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, latent_dim) -> (B, num_params, *shape)`` likelihood parameters."""
-        return self.decoder(z)
+    def decoder_params(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, latent_dim)`` (and labels ``(B,)`` when conditional) ``-> (B, num_params, *shape)``."""
+        return self.decoder(z if y is None else torch.cat([z, self._one_hot(y, z)], -1))
 
-    def elbo_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def elbo_terms(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One-sample reconstruction term ``log p(x|z)`` and analytic KL, each ``(B,)`` in nats."""
-        mu, logvar = self.posterior(x)
+        mu, logvar = self.posterior(x, y)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.likelihood.log_prob(self.decoder_params(z), x), gaussian_kl(mu, logvar)
+        return self.likelihood.log_prob(self.decoder_params(z, y), x), gaussian_kl(mu, logvar)
 
-    def log_weights(self, x: torch.Tensor, k: int) -> torch.Tensor:
+    def infer_labels(self, x: torch.Tensor) -> torch.Tensor:
+        """A conditional model's most likely class of each ``x``: ``(B,)``, the argmax over ``y`` of the ELBO
+        of ``log p(x | y)`` evaluated at the posterior mean (deterministic)."""
+        scores = []
+        for c in range(self.num_classes):
+            y = torch.full((len(x),), c, device=x.device, dtype=torch.long)
+            mu, logvar = self.posterior(x, y)
+            scores.append(self.likelihood.log_prob(self.decoder_params(mu, y), x) - gaussian_kl(mu, logvar))
+        return torch.stack(scores).argmax(0)
+
+    def _labels_of(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor | None:
+        if self.conditional and condition is None:
+            return self.infer_labels(x)
+        return self.labels(len(x), condition)
+
+    def log_weights(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
         """``log p(x, z_i) - log q(z_i | x)`` for ``k`` posterior samples per example: ``(k, B)`` nats."""
-        mu, logvar = self.posterior(x)
+        mu, logvar = self.posterior(x, y)
         std = torch.exp(0.5 * logvar)
         b = len(x)
         eps = torch.randn(k, *mu.shape, device=mu.device, dtype=mu.dtype)  # drawn up front: chunking-invariant
@@ -136,15 +163,15 @@ class VAE(GenerativeModel):
         for start in range(0, k, chunk):
             m = min(chunk, k - start)
             z = mu + std * eps[start : start + m]  # (m, B, L)
-            params = self.decoder_params(z.reshape(m * b, -1))
+            params = self.decoder_params(z.reshape(m * b, -1), None if y is None else y.repeat(m))
             log_px = self.likelihood.log_prob(params, x.repeat(m, *([1] * (x.dim() - 1)))).view(m, b)
             log_pz = -0.5 * (LOG_2PI + z.pow(2)).sum(-1)
             out.append(log_px + log_pz - diag_normal_log_prob(z, mu, logvar))
         return torch.cat(out)
 
-    def iwae_bound(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Importance-weighted lower bound on ``log p(x)`` with ``k`` samples: ``(B,)`` nats."""
-        return torch.logsumexp(self.log_weights(x, k), dim=0) - math.log(k)
+    def iwae_bound(self, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Importance-weighted lower bound on ``log p(x)`` (``log p(x | y)``) with ``k`` samples: ``(B,)`` nats."""
+        return torch.logsumexp(self.log_weights(x, k, y), dim=0) - math.log(k)
 
     def current_beta(self) -> float:
         """``beta`` after linear warm-up at the current optimizer step."""
@@ -154,36 +181,49 @@ class VAE(GenerativeModel):
 
     # --- the protocol ------------------------------------------------------------------------
     @torch.no_grad()
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """IWAE lower bound on ``log p(x)`` with ``iwae_k`` samples: ``(B,)`` nats (``nll_kind = "bound"``)."""
-        return self.iwae_bound(x, self.iwae_k)
+    def log_prob(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """IWAE lower bound on ``log p(x)`` (or ``log p(x | condition)``) with ``iwae_k`` samples: ``(B,)`` nats
+        (``nll_kind = "bound"``). A conditional model without ``condition`` bounds the marginal under a uniform
+        class prior, ``log (1/N) sum_y p(x | y)``, from one bound per class."""
+        if self.conditional and condition is None:
+            full = [torch.full((len(x),), c, device=x.device) for c in range(self.num_classes)]
+            bounds = torch.stack([self.iwae_bound(x, self.iwae_k, y) for y in full])
+            return torch.logsumexp(bounds, dim=0) - math.log(self.num_classes)
+        return self.iwae_bound(x, self.iwae_k, self.labels(len(x), condition))
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """``z ~ N(0, I)``, ``x ~ p(x|z)``: ``(n, *shape)`` in the data's value space."""
+        """``z ~ N(0, I)``, ``x ~ p(x | z)`` (``p(x | z, y)``; a conditional model without ``condition`` cycles
+        the classes): ``(n, *shape)`` in the data's value space."""
+        y = self.labels(n, condition)
         z = torch.randn(n, self.latent_dim, device=self.device)
-        return self.likelihood.sample(self.decoder_params(z))
+        return self.likelihood.sample(self.decoder_params(z, y))
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean ``E[z|x]``: ``(B, latent_dim)``."""
-        return self.posterior(x)[0]
+    def encode(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Posterior mean ``E[z | x]`` (``E[z | x, y]``; without ``condition`` a conditional model uses
+        :meth:`infer_labels`): ``(B, latent_dim)``."""
+        return self.posterior(x, self._labels_of(x, condition))[0]
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean of ``p(x | z)`` for codes ``(B, latent_dim)``: ``(B, *shape)`` in ``[0, 1]``."""
-        return self.likelihood.mean(self.decoder_params(z))
+    def decode(self, z: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of ``p(x | z)`` (``p(x | z, y)``, classes cycled without ``condition``) for codes
+        ``(B, latent_dim)``: ``(B, *shape)`` in ``[0, 1]``."""
+        return self.likelihood.mean(self.decoder_params(z, self.labels(len(z), condition)))
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of ``p(x | z = E[z|x])``: like ``x``, in ``[0, 1]``."""
-        return self.decode(self.encode(x))
+    def reconstruct(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of ``p(x | z = E[z|x])`` (with the label given or inferred): like ``x``, in ``[0, 1]``."""
+        y = self._labels_of(x, condition)
+        return self.likelihood.mean(self.decoder_params(self.posterior(x, y)[0], y))
 
     def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str):
         """Per example, nats: train ``-(E_q log p(x|z) - beta_t KL)``; val ``loss = nll_nats = -ELBO``, with
         ``elbo_nats`` and ``kl_nats``; test the same without ``nll_nats``, which the adapter takes from
         :meth:`log_prob` (the IWAE bound)."""
-        rec, kl = self.elbo_terms(x)
+        rec, kl = self.elbo_terms(x, y if self.conditional else None)
         elbo = rec - kl
         if stage == "train":
             return {"loss": -(rec - self.current_beta() * kl)}, None
+        if self.conditional:  # a bound on log p(x | y): not the marginal, which the test stage adds
+            return {"loss": -elbo, "cond_elbo_nats": elbo, "kl_nats": kl}, None
         sums = {"loss": -elbo, "elbo_nats": elbo, "kl_nats": kl}
         if stage != "test":
             sums["nll_nats"] = -elbo
