@@ -121,3 +121,19 @@ def test_bad_evaluation_settings_fail_before_training(cli):
     assert not list((proc.log_dir / "train" / "runs").glob("*/checkpoints/*.ckpt"))  # refused before training
     proc = cli("train", *QUIET, "evaluation=default", "evaluation.tests=[density,typo]")
     assert proc.returncode == 2 and "unknown evaluation test" in proc.stderr
+    proc = cli("train", *QUIET, "evaluation=default", "evaluation.samples.num_samples=30",
+               "evaluation.samples.kid_subset_size=10")  # fmt: skip
+    assert proc.returncode == 2 and "evaluation.features.width" in proc.stderr  # N=30 < 64 features
+    proc = cli("train", *QUIET, "evaluation=full", "evaluation.ood.data=cifar10")
+    assert proc.returncode == 2 and "has shape (3, 32, 32); the model's data have (1, 8, 8)" in proc.stderr
+    assert not list((proc.log_dir / "train" / "runs").glob("*/checkpoints/*.ckpt"))
+
+
+def test_guidance_needs_a_model_that_samples(cli):
+    first = ok(cli("train", *QUIET, "model=pca"))
+    (run,) = run_dirs(first.log_dir)
+    before = (run / "metrics.json").read_text()
+    ckpt = json.loads(before)["artifacts"]["checkpoint"]
+    proc = cli("sample", f"ckpt_path={ckpt}", "condition=[3]", "guidance=classifier")
+    assert proc.returncode == 2 and "guidance=classifier needs a model that samples" in proc.stderr
+    assert (run / "metrics.json").read_text() == before

@@ -11,7 +11,8 @@ from tests.unit.dequantized_data import dequantized, digits
 
 from genlab.data.vision import MNISTDataModule
 from genlab.errors import ConfigError
-from genlab.models.classical import GaussianMixture, KMeans, kmeans_plusplus
+from genlab.models.classical import GaussianMixture, KMeans
+from genlab.models.classical.kmeans import kmeans_plusplus
 
 F64 = torch.float64
 TYPES = ("full", "diag", "spherical")

@@ -9,20 +9,10 @@ continuous densities (``ppca``, ``factor_analysis``, ``gmm``) need ``data.repres
 """
 
 from genlab.models.classical.factor_analysis import FactorAnalysis
-from genlab.models.classical.fitting import FittedModel
-from genlab.models.classical.kmeans import KMeans, kmeans_plusplus
+from genlab.models.classical.kmeans import KMeans
 from genlab.models.classical.linear_ae import LinearAutoencoder
 from genlab.models.classical.mixture import GaussianMixture
 from genlab.models.classical.pca import PCA
 from genlab.models.classical.ppca import PPCA
 
-__all__ = [
-    "PCA",
-    "PPCA",
-    "FactorAnalysis",
-    "FittedModel",
-    "GaussianMixture",
-    "KMeans",
-    "LinearAutoencoder",
-    "kmeans_plusplus",
-]
+__all__ = ["PCA", "PPCA", "FactorAnalysis", "GaussianMixture", "KMeans", "LinearAutoencoder"]  # the six models

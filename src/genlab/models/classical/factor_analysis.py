@@ -9,7 +9,7 @@ import torch
 from genlab.checks import non_negative
 from genlab.models.classical.fitting import LOG_2PI, Spec, Stats
 from genlab.models.classical.gaussian import LinearGaussianModel
-from genlab.models.classical.pca import mean_covariance, moment_statistics
+from genlab.models.classical.pca import mean_covariance
 
 
 class FactorAnalysis(LinearGaussianModel):
@@ -59,30 +59,19 @@ class FactorAnalysis(LinearGaussianModel):
         self.register_buffer("noise_variance", torch.ones(p, dtype=f64))
         self.register_buffer("sample_covariance", torch.full((p, p), torch.nan, dtype=f64))
 
-    def noise_diag(self) -> torch.Tensor:
-        return self.noise_variance
-
-    def num_parameters(self) -> int:
-        """Free parameters: ``P K - K (K - 1) / 2`` for ``W`` (up to rotation), ``P`` for ``Psi`` and ``alpha`` each."""
-        p, k = self.num_features, self.latent_dim
-        return p * k - k * (k - 1) // 2 + 2 * p
-
     # --- EM ----------------------------------------------------------------------------------
     def pass_statistics(self, batch: Stats) -> Stats:
-        x = batch["x"]
         if self.sample_covariance[0, 0].isnan():  # the moment pass
-            return moment_statistics(x)
-        return {"n": x.new_tensor(float(len(x)))}
+            return super().pass_statistics(batch)
+        return {"n": batch["x"].new_tensor(float(len(batch["x"])))}
 
     def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """The moment pass (first) or one EM iteration on ``S``; converged when the log-likelihood gain fell
         below ``tol``."""
-        if "outer" in stats:
-            if self.fitted:  # moments again, for a checkpoint that did not keep S: W and Psi carry on
-                self.sample_covariance.copy_(mean_covariance(stats, ddof=0)[1])
-            else:
-                cov, _, _ = self.ppca_solution(stats)
-                self.sample_covariance.copy_(cov)
+        if "outer" in stats:  # the moment pass; again for a checkpoint that did not keep S, where W and Psi carry on
+            cov = mean_covariance(stats, ddof=0)[1] if self.fitted else self.ppca_solution(stats)[0]
+            self.sample_covariance.copy_(cov)
+            if not self.fitted:  # the PPCA start, Psi = diag(S - W W^T)
                 self.noise_variance.copy_((cov.diagonal() - self.loadings.pow(2).sum(1)).clamp(min=self.min_variance))
                 return False, {}
         s, f = self.sample_covariance, self.factors()
@@ -102,5 +91,5 @@ class FactorAnalysis(LinearGaussianModel):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
-        p = self.num_features  # a checkpoint from before S was kept: NaN, so the next pass computes it
-        checkpoint["state_dict"].setdefault("sample_covariance", torch.full((p, p), torch.nan, dtype=torch.float64))
+        # a checkpoint from before S was kept: NaN, so the next pass computes it
+        checkpoint["state_dict"].setdefault("sample_covariance", torch.full_like(self.sample_covariance, torch.nan))

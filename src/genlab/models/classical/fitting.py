@@ -24,13 +24,13 @@ Spec = DataSpec | dict[str, Any]  # what every model's ``data_spec`` argument ta
 Stats = dict[str, torch.Tensor]  # float64 sums of one batch or one pass
 
 
-def as_features(x: torch.Tensor, num_features: int, dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
+def as_features(x: torch.Tensor, num_features: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """Flatten a batch ``(B, *shape)`` to ``(B, P)`` and check it.
 
     Args:
         x: a batch whose examples hold ``num_features`` values each.
         num_features: ``P``.
-        dtype: dtype of the result (``None``: keep ``x``'s).
+        dtype: dtype of the result.
 
     Returns:
         ``(B, P)`` tensor; ``B = 0`` is allowed here (callers that fit refuse it).
@@ -40,14 +40,14 @@ def as_features(x: torch.Tensor, num_features: int, dtype: torch.dtype | None = 
     """
     if x.dim() == 0 or (x.dim() == 1 and num_features != 1):
         raise DataError(f"expected a batch (B, ...) of examples with {num_features} values, got shape {tuple(x.shape)}")
-    flat = x.reshape(len(x), math.prod(x.shape[1:]))
+    flat = x.reshape(len(x), math.prod(x.shape[1:])).to(dtype)
     if flat.shape[1] != num_features:
         raise DataError(f"expected examples with {num_features} values, got a batch of shape {tuple(x.shape)}")
-    out = flat if dtype is None else flat.to(dtype)
-    # a NaN or inf anywhere makes the sum non-finite; only then count them (the sum is far cheaper)
-    if out.numel() and not bool(torch.isfinite(out.sum())) and (bad := int((~torch.isfinite(out)).sum())):
+    # a NaN or inf anywhere makes the sum non-finite; only then count them (the sum is far cheaper; a sum of
+    # finite values can also overflow, hence the count)
+    if not bool(torch.isfinite(flat.sum())) and (bad := int((~torch.isfinite(flat)).sum())):
         raise DataError(f"input holds {bad} NaN or infinite values (batch of shape {tuple(x.shape)}); clean the data")
-    return out
+    return flat
 
 
 def gram(a: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,8 @@ class FittedModel(GenerativeModel):
             ``ln L``); on ``levels`` or ``binary`` data a density is not a probability mass and its
             "NLL" is unbounded below (a Gaussian can collapse onto the grid), so construction refuses
             such data with a :class:`ConfigError`. Densities score ``loss = nll_nats = -log_prob(x)``.
+        seeded: the model is seeded from up to ``init_max_samples`` training examples (its attribute) before
+            the first pass; it has an ``initialized`` buffer (0/1), which :meth:`initialize` sets.
 
     Buffers (in every checkpoint): ``n_iter`` (passes completed), ``converged`` (0/1), ``train_log_lik``
     (the average training log-likelihood, nats per example, of the last E-step; ``-inf`` before; the
@@ -99,6 +101,7 @@ class FittedModel(GenerativeModel):
     """
 
     density: ClassVar[bool] = False
+    seeded: ClassVar[bool] = False
 
     def __init__(self, data_spec: Spec) -> None:
         super().__init__(data_spec)
@@ -113,6 +116,8 @@ class FittedModel(GenerativeModel):
         self.register_buffer("n_iter", torch.zeros((), dtype=torch.long))
         self.register_buffer("converged", torch.zeros((), dtype=torch.long))
         self.register_buffer("train_log_lik", torch.tensor(-math.inf, dtype=torch.float64))
+        if self.seeded:
+            self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
         self._acc: Stats | None = None
 
     # --- what subclasses provide -------------------------------------------------------------
@@ -133,8 +138,9 @@ class FittedModel(GenerativeModel):
         raise NotImplementedError
 
     def init_examples(self) -> int:
-        """How many training examples ``(N, P)`` :meth:`initialize` wants before the next pass (0: none)."""
-        return 0
+        """How many training examples ``(N, P)`` :meth:`initialize` wants before the next pass: a seeded
+        model's ``init_max_samples`` until it is initialised, else 0."""
+        return self.init_max_samples if self.seeded and not self.initialized else 0
 
     def initialize(self, x: torch.Tensor) -> None:
         """Set starting parameters from ``x`` ``(N, P)`` float64 (e.g. k-means++ centres)."""

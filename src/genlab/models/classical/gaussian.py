@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from genlab.checks import bounded_int, positive
-from genlab.models.classical.fitting import LOG_2PI, FittedModel, Spec, Stats, result_dtype
-from genlab.models.classical.pca import check_examples, eigen_descending, mean_covariance
+from genlab.checks import positive
+from genlab.models.classical.fitting import LOG_2PI, Spec, Stats, result_dtype
+from genlab.models.classical.pca import LinearLatentModel, check_examples, eigen_descending, mean_covariance
 
 
 class LowRankFactors:
@@ -32,10 +32,9 @@ class LowRankFactors:
     """
 
     def __init__(self, loadings: torch.Tensor, noise: torch.Tensor) -> None:
-        k = loadings.shape[1]
         self.noise = noise
         self.scaled = loadings / noise[:, None]
-        m = torch.eye(k, dtype=loadings.dtype, device=loadings.device) + loadings.T @ self.scaled
+        m = torch.eye(loadings.shape[1], dtype=loadings.dtype, device=loadings.device) + loadings.T @ self.scaled
         self.chol = torch.linalg.cholesky(m)
         self.logdet = noise.log().sum() + 2 * self.chol.diagonal().log().sum()
 
@@ -54,10 +53,11 @@ class LowRankFactors:
         return torch.cholesky_solve((d @ self.scaled).T, self.chol).T
 
 
-class LinearGaussianModel(FittedModel):
+class LinearGaussianModel(LinearLatentModel):
     """Base of ``ppca`` and ``factor_analysis``: ``z ~ N(0, I_K)``, ``x | z ~ N(W z + mu, Psi)``.
 
-    Subclasses give ``noise_diag() -> (P,)`` (the diagonal of ``Psi``) and ``num_parameters()``. The protocol:
+    Subclasses register ``noise_variance``, the variances on the diagonal of ``Psi`` (PPCA: one ``sigma^2``,
+    a scalar; factor analysis: ``(P,)``). The protocol:
 
     * ``log_prob(x)``: exact ``log N(x; mu, W W^T + Psi)``, ``(B,)`` nats (a density on ``R^P``; on
       dequantized data in ``[0, 1]^D`` it bounds the discrete NLL, see ``genlab.metrics.likelihood``).
@@ -68,7 +68,7 @@ class LinearGaussianModel(FittedModel):
       ``[0, 1]`` (image grids clamp them).
     * ``val/loss`` = ``val/nll_nats``: validation NLL in nats per example.
 
-    Buffers: ``mean`` ``(P,)`` and ``loadings`` ``W`` ``(P, K)``, float64.
+    Buffers: ``mean`` ``(P,)`` and ``loadings`` ``W`` ``(P, K)``, float64 (and the subclass's ``noise_variance``).
 
     Args:
         data_spec: the data description; must be ``dequantized``.
@@ -84,12 +84,19 @@ class LinearGaussianModel(FittedModel):
     capabilities = frozenset({"log_prob", "sample", "encode", "decode", "reconstruct", "components", "fit"})
 
     def __init__(self, data_spec: Spec, latent_dim: int, min_variance: float) -> None:
-        super().__init__(data_spec)
-        self.latent_dim = bounded_int("model.latent_dim", latent_dim, self.num_features, "features", strict=True)
+        super().__init__(data_spec, latent_dim, strict=True)
         self.min_variance = positive("model.min_variance", min_variance)
-        p, f64 = self.num_features, torch.float64
-        self.register_buffer("mean", torch.zeros(p, dtype=f64))
-        self.register_buffer("loadings", torch.zeros(p, latent_dim, dtype=f64))
+        self.register_buffer("loadings", torch.zeros(self.num_features, latent_dim, dtype=torch.float64))
+
+    def noise_diag(self) -> torch.Tensor:
+        """The diagonal of ``Psi``: ``(P,)`` (PPCA's one ``sigma^2``, repeated)."""
+        return self.noise_variance.expand(self.num_features)
+
+    def num_parameters(self) -> int:
+        """Free parameters: ``P K - K (K - 1) / 2`` for ``W`` (up to rotation), ``P`` for ``mu`` and one per
+        noise variance (PPCA 1, factor analysis ``P``)."""
+        p, k = self.num_features, self.latent_dim
+        return p * k - k * (k - 1) // 2 + p + self.noise_variance.numel()
 
     def factors(self) -> LowRankFactors:
         """:class:`LowRankFactors` of the current parameters."""
@@ -111,7 +118,7 @@ class LinearGaussianModel(FittedModel):
         Raises:
             ConfigError: if ``K >= n``.
         """
-        check_examples(self.latent_dim, float(stats["n"]))
+        check_examples(self.latent_dim, int(stats["n"]))
         mean, cov = mean_covariance(stats, ddof=0)
         values, vectors = eigen_descending(cov, self.latent_dim)
         rest = torch.diagonal(cov).sum() - values.sum()
@@ -130,19 +137,9 @@ class LinearGaussianModel(FittedModel):
         f = self.factors()
         return f.posterior_mean(self.features(x) - self.mean), f.posterior_cov()
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Posterior mean ``E[z | x]``: ``(B, K)`` in ``x``'s dtype."""
-        return self.factors().posterior_mean(self.features(x) - self.mean).to(result_dtype(x))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``W z + mu``: codes ``(B, K) -> (B, *shape)`` in ``z``'s dtype. Raises: DataError for a malformed ``z``."""
-        codes = self.features(z, self.latent_dim)
-        return (codes @ self.loadings.T + self.mean).to(result_dtype(z)).view(len(z), *self.spec.shape)
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``W E[z | x] + mu``: like ``x``."""
-        z = self.factors().posterior_mean(self.features(x) - self.mean)
-        return (z @ self.loadings.T + self.mean).to(result_dtype(x)).view_as(x)
+    def codes(self, d: torch.Tensor) -> torch.Tensor:
+        """Posterior means ``E[z | x]`` of centred rows ``d = x - mu``: ``(B, P) -> (B, K)`` float64."""
+        return self.factors().posterior_mean(d)
 
     def component_vectors(self) -> torch.Tensor:
         """The loadings as rows, ``W^T``: ``(K, P)`` float64 (row ``k``: the data direction of ``z_k``)."""
@@ -151,11 +148,9 @@ class LinearGaussianModel(FittedModel):
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
         """``z ~ N(0, I)``, ``x = W z + mu + Psi^{1/2} eps``: ``(n, *shape)`` float32."""
-        dev, f64 = self.mean.device, torch.float64
-        z = torch.randn(n, self.latent_dim, device=dev, dtype=f64)
-        eps = torch.randn(n, self.num_features, device=dev, dtype=f64)
-        x = z @ self.loadings.T + self.mean + eps * self.noise_diag().sqrt()
-        return x.to(torch.get_default_dtype()).view(n, *self.spec.shape)
+        z = torch.randn(n, self.latent_dim, dtype=torch.float64, device=self.mean.device)
+        eps = torch.randn(n, self.num_features, dtype=torch.float64, device=self.mean.device) * self.noise_diag().sqrt()
+        return (self.decode(z) + eps.view(n, *self.spec.shape)).to(torch.get_default_dtype())
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_parameters": self.num_parameters()}

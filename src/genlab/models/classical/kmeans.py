@@ -46,10 +46,9 @@ def kmeans_plusplus(x: torch.Tensor, k: int, seed: int = 0, n_trials: int | None
         raise ConfigError(f"cannot seed {k} clusters from {n} examples: choose at most {n}")
     trials = n_trials or 2 + int(math.log(k))
     g = torch.Generator().manual_seed(seed)
-    first = int(torch.randint(n, (1,), generator=g))
-    centers = [x[first]]
+    chosen = [int(torch.randint(n, (1,), generator=g))]  # indices of the centres
     sq_norm = x.pow(2).sum(1)
-    closest = squared_distances(x, x[first : first + 1], sq_norm)[:, 0]
+    closest = squared_distances(x, x[chosen], sq_norm)[:, 0]
     for _ in range(1, k):
         cum = closest.cumsum(0)
         if not cum[-1] > 0:
@@ -58,9 +57,9 @@ def kmeans_plusplus(x: torch.Tensor, k: int, seed: int = 0, n_trials: int | None
         cand = torch.searchsorted(cum, draws).clamp(max=n - 1)
         pot = torch.minimum(closest[None, :], squared_distances(x, x[cand], sq_norm).T)  # (trials, N)
         best = int(pot.sum(1).argmin())
-        centers.append(x[cand[best]])
+        chosen.append(int(cand[best]))
         closest = pot[best]
-    return torch.stack(centers)
+    return x[chosen]
 
 
 class KMeans(FittedModel):
@@ -97,6 +96,7 @@ class KMeans(FittedModel):
     """
 
     nll_kind = "none"
+    seeded = True
     capabilities = frozenset({"sample", "encode", "reconstruct", "assign", "fit"})
 
     def __init__(
@@ -107,16 +107,11 @@ class KMeans(FittedModel):
         self.init_max_samples = positive_int("model.init_max_samples", init_max_samples)
         self.tol, self.seed = non_negative("model.tol", tol), int(seed)
         self.save_model_hparams()
-        k, p, f64 = self.num_clusters, self.num_features, torch.float64
-        self.register_buffer("centers", torch.zeros(k, p, dtype=f64))
-        self.register_buffer("cluster_sizes", torch.ones(k, dtype=f64))
-        self.register_buffer("inertia", torch.tensor(float("nan"), dtype=f64))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
+        self.register_buffer("centers", torch.zeros(num_clusters, self.num_features, dtype=torch.float64))
+        self.register_buffer("cluster_sizes", torch.ones(num_clusters, dtype=torch.float64))
+        self.register_buffer("inertia", torch.tensor(torch.nan, dtype=torch.float64))
 
     # --- fitting -----------------------------------------------------------------------------
-    def init_examples(self) -> int:
-        return 0 if self.initialized else self.init_max_samples
-
     def initialize(self, x: torch.Tensor) -> None:
         """k-means++ centres from ``x`` ``(N, P)``."""
         self.centers.copy_(kmeans_plusplus(x, self.num_clusters, self.seed))
@@ -130,14 +125,10 @@ class KMeans(FittedModel):
         x, c = batch["x"], self.centers
         # ||x - c||^2 less the per-example ||x||^2, which does not change the nearest centre
         best, labels = torch.addmm(c.pow(2).sum(1), x, c.T, alpha=-2).min(1)
-        k = self.num_clusters
-        return {
-            "counts": torch.bincount(labels, minlength=k).to(x.dtype),
-            "sums": x.new_zeros(k, x.shape[1]).index_add_(0, labels, x),
-            "inertia": (best + batch["sq_norm"]).clamp_(min=0).sum(),
-            "sum_x": batch["sum_x"],
-            "sum_x2": batch["sum_x2"],
-        }
+        counts = torch.bincount(labels, minlength=self.num_clusters).to(x.dtype)
+        sums = torch.zeros_like(c).index_add_(0, labels, x)
+        inertia = (best + batch["sq_norm"]).clamp_(min=0).sum()
+        return {"counts": counts, "sums": sums, "inertia": inertia, "sum_x": batch["sum_x"], "sum_x2": batch["sum_x2"]}
 
     def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Move centres to their members' means; converged when the squared shift is small."""

@@ -50,18 +50,14 @@ class LinearAutoencoder(GenerativeModel):
         self.decoder_weight = nn.Parameter(torch.randn(p, latent_dim) / math.sqrt(p))
         self.encoder_weight = None if self.tied else nn.Parameter(torch.randn(latent_dim, p) / math.sqrt(p))
 
-    def _encode_flat(self, flat: torch.Tensor) -> torch.Tensor:
-        v = self.decoder_weight.T if self.encoder_weight is None else self.encoder_weight
-        return (flat - self.bias) @ v.T
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``V (x - b)``: ``(B, *shape) -> (B, K)``."""
-        return self._encode_flat(as_features(x, self.num_features, dtype=self.bias.dtype))
+        v = self.decoder_weight.T if self.encoder_weight is None else self.encoder_weight
+        return (as_features(x, self.num_features, dtype=self.bias.dtype) - self.bias) @ v.T
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``W V (x - b) + b``: like ``x``."""
-        flat = as_features(x, self.num_features, dtype=self.bias.dtype)
-        return (self._encode_flat(flat) @ self.decoder_weight.T + self.bias).view_as(x)
+        return (self.encode(x) @ self.decoder_weight.T + self.bias).view_as(x)
 
     def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:
         """``loss``: ``||x - reconstruct(x)||^2`` summed over the features, ``(B,)``.
@@ -72,5 +68,5 @@ class LinearAutoencoder(GenerativeModel):
         flat = as_features(x, self.num_features, dtype=self.bias.dtype)
         if len(flat) == 0:
             raise DataError("empty batch: the reconstruction loss needs examples (check the data split sizes)")
-        residual = flat - (self._encode_flat(flat) @ self.decoder_weight.T + self.bias)
+        residual = flat - self.reconstruct(flat)
         return {"loss": residual.pow(2).sum(1)}, None

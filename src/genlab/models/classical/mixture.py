@@ -74,7 +74,7 @@ class GaussianMixture(FittedModel):
         DataError: for NaN/inf input, a malformed or empty batch.
     """
 
-    density = True
+    density = seeded = True
     nll_kind = "exact"
     capabilities = frozenset({"log_prob", "sample", "encode", "reconstruct", "assign", "fit"})
 
@@ -98,10 +98,8 @@ class GaussianMixture(FittedModel):
         k, p, f64 = self.num_mixtures, self.num_features, torch.float64
         self.register_buffer("weights", torch.full((k,), 1.0 / k, dtype=f64))
         self.register_buffer("means", torch.zeros(k, p, dtype=f64))
-        shape = {"full": (k, p, p), "diag": (k, p), "spherical": (k,)}[covariance_type]
-        chol = torch.eye(p, dtype=f64).expand(k, p, p).clone() if covariance_type == "full" else torch.ones(shape)
-        self.register_buffer("covariances_cholesky", chol.to(f64))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
+        ones = torch.ones((k,) if covariance_type == "spherical" else (k, p), dtype=f64)  # unit standard deviations
+        self.register_buffer("covariances_cholesky", ones.diag_embed() if covariance_type == "full" else ones)
 
     # --- parameters --------------------------------------------------------------------------
     @property
@@ -138,24 +136,28 @@ class GaussianMixture(FittedModel):
         expected = (self.weights.shape, self.means.shape, self.covariances_cholesky.shape)
         if (got := (weights.shape, means.shape, covariances.shape)) != expected:
             raise ConfigError(f"parameter shapes {got}; expected {expected}")
-        self._set_covariances(covariances.to(self.means.device))
-        self.weights.copy_(weights)
-        self.means.copy_(means)
+        self._store(weights, means, covariances.to(self.means.device))
         self.initialized.fill_(1)
 
-    def _set_covariances(self, cov: torch.Tensor) -> None:
+    def _store(self, weights: torch.Tensor, means: torch.Tensor, cov: torch.Tensor) -> None:
+        """Set the parameters, the covariances through their Cholesky factors (or standard deviations).
+
+        Raises:
+            ConfigError: for a covariance that is not positive definite.
+        """
         if self.covariance_type == "full":
-            chol, info = torch.linalg.cholesky_ex(cov)
-            bad = (info > 0).nonzero().flatten().tolist()
+            chol, failed = torch.linalg.cholesky_ex(cov)  # failed: (K,) int, > 0 where not positive definite
         else:
             chol = cov.clamp(min=0).sqrt()
-            bad = (chol.reshape(len(chol), -1) <= 0).any(1).nonzero().flatten().tolist()
-        if bad:
+            failed = (chol.reshape(len(chol), -1) <= 0).any(1)
+        if bad := failed.nonzero().flatten().tolist():
             raise ConfigError(
                 f"the covariance of mixture component(s) {bad} is singular (constant or collinear features); "
                 f"increase model.reg_covar (now {self.reg_covar})"
             )
         self.covariances_cholesky.copy_(chol)
+        self.weights.copy_(weights)
+        self.means.copy_(means)
 
     # --- densities ---------------------------------------------------------------------------
     def prepare(self, x: torch.Tensor) -> Stats:
@@ -176,8 +178,7 @@ class GaussianMixture(FittedModel):
             half_logdet = c.diagonal(dim1=1, dim2=2).log().sum(1)
         elif self.covariance_type == "diag":
             prec = c.pow(-2)  # contiguous (P, K) right-hand sides: the products are memory-bound
-            quad = batch["x2"] @ prec.T.contiguous() - 2 * (x @ (mu * prec).T.contiguous())
-            quad = quad + (mu.pow(2) * prec).sum(1)
+            quad = batch["x2"] @ prec.T.contiguous() - 2 * (x @ (mu * prec).T.contiguous()) + (mu.pow(2) * prec).sum(1)
             half_logdet = c.log().sum(1)
         else:
             quad = (batch["sq_norm"][:, None] - 2 * x @ mu.T.contiguous() + mu.pow(2).sum(1)) * c.pow(-2)
@@ -189,13 +190,9 @@ class GaussianMixture(FittedModel):
         return self.component_log_prob(self.prepare(self.features(x))) + self.weights.log()
 
     # --- fitting -----------------------------------------------------------------------------
-    def init_examples(self) -> int:
-        return 0 if self.initialized else self.init_max_samples
-
     def initialize(self, x: torch.Tensor) -> None:
         """k-means++ centres from ``x`` ``(N, P)``, then the M-step of the hard assignment to them."""
-        centers = kmeans_plusplus(x, self.num_mixtures, self.seed)
-        labels = squared_distances(x, centers).argmin(1)
+        labels = squared_distances(x, kmeans_plusplus(x, self.num_mixtures, self.seed)).argmin(1)  # nearest centres
         resp = torch.nn.functional.one_hot(labels, self.num_mixtures).to(x.dtype)
         self._m_step(self._sums(self.prepare(x), resp))
         self.initialized.fill_(1)
@@ -222,9 +219,7 @@ class GaussianMixture(FittedModel):
             cov = s["rx2"] / nk[:, None] - means.pow(2) + self.reg_covar
         else:  # the mean of the diagonal variances
             cov = (s["rx2"] / nk - means.pow(2).sum(1)) / self.num_features + self.reg_covar
-        self._set_covariances(cov)
-        self.weights.copy_(nk / s["n"])
-        self.means.copy_(means)
+        self._store(nk / s["n"], means, cov)
 
     def pass_statistics(self, batch: Stats) -> Stats:
         joint = self.component_log_prob(batch) + self.weights.log()  # log pi_k + log N(x_n; mu_k, Sigma_k)
@@ -274,19 +269,16 @@ class GaussianMixture(FittedModel):
         eps = torch.randn(n, self.num_features, dtype=torch.float64, device=self.means.device)
         c = self.covariances_cholesky
         if self.covariance_type == "full":  # x = mu_k + L_k eps has covariance L_k L_k^T
-            out = torch.empty_like(eps)
             for k in comp.unique().tolist():
-                out[comp == k] = eps[comp == k] @ c[k].T
+                eps[comp == k] = eps[comp == k] @ c[k].T
         else:  # standard deviations: (n, P) diag, (n, 1) spherical
-            out = eps * c[comp].reshape(n, -1)
-        x = out + self.means[comp]
-        return x.to(torch.get_default_dtype()).view(n, *self.spec.shape)
+            eps = eps * c[comp].reshape(n, -1)
+        return (eps + self.means[comp]).to(torch.get_default_dtype()).view(n, *self.spec.shape)
 
     def bic(self, x: torch.Tensor) -> float:
         """Bayesian information criterion on ``x`` ``(N, *shape)``: ``-2 sum log p(x) + num_parameters ln N``
         (lower is better)."""
-        log_lik = float(torch.logsumexp(self._joint_of(x), 1).sum())
-        return -2 * log_lik + self.num_parameters() * math.log(len(x))
+        return -2 * float(torch.logsumexp(self._joint_of(x), 1).sum()) + self.num_parameters() * math.log(len(x))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "num_parameters": self.num_parameters(), "covariance_type": self.covariance_type}

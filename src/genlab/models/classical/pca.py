@@ -51,21 +51,65 @@ def eigen_descending(cov: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     else:
         values, vectors = torch.linalg.eigh(cov)
     values, vectors = values[-k:].flip(0), vectors[:, -k:].flip(1)
-    pivot = vectors.abs().argmax(0)
-    signs = torch.sign(vectors[pivot, torch.arange(k, device=vectors.device)])
-    return values, vectors * torch.where(signs == 0, 1.0, signs)
+    pivots = vectors.gather(0, vectors.abs().argmax(0, keepdim=True))  # never 0: the columns are unit vectors
+    return values, vectors * pivots.sign()
 
 
-def check_examples(latent_dim: int, n: float, strict: bool = True) -> None:
-    """Raise a :class:`ConfigError` unless ``latent_dim < n`` (``<= n`` when not ``strict``)."""
+def check_examples(latent_dim: int, n: int, strict: bool = True) -> None:
+    """Raise a :class:`ConfigError` unless ``latent_dim < n`` (``<= n`` when not ``strict``) for ``n`` examples."""
     if latent_dim > n or (strict and latent_dim == n):
         bound = "<" if strict else "<="
         raise ConfigError(
-            f"model.latent_dim={latent_dim} is too large for {int(n)} training examples: it must be {bound} {int(n)}"
+            f"model.latent_dim={latent_dim} is too large for {n} training examples: it must be {bound} {n}"
         )
 
 
-class PCA(FittedModel):
+class LinearLatentModel(FittedModel):
+    """Base of PCA, PPCA and factor analysis: ``K`` codes per example, decoded linearly by ``x = W z + mu``.
+
+    Subclasses register ``W`` ``(P, K)`` (PCA's ``components``, the others' ``loadings``) and give
+    ``component_vectors()`` (``W^T``, ``(K, P)``) and ``codes(d)``, the codes of centred rows ``d = x - mu``
+    (``(B, P) -> (B, K)`` float64); the pass adds :func:`moment_statistics` unless a subclass overrides
+    :meth:`pass_statistics`.
+
+    * ``encode(x) = codes(x - mu)`` ``(B, K)``; ``decode(z) = W z + mu``; ``reconstruct(x) = W encode(x) + mu``.
+
+    Buffers: ``mean`` ``mu`` ``(P,)`` float64.
+
+    Args:
+        data_spec: the data description; ``P = spec.num_dims`` features.
+        latent_dim: ``K``, ``1 <= K <= P`` (``K < P`` when ``strict``).
+        strict: whether ``K = P`` is refused.
+
+    Raises:
+        ConfigError: for ``K`` outside those bounds.
+    """
+
+    def __init__(self, data_spec: Spec, latent_dim: int, strict: bool) -> None:
+        super().__init__(data_spec)
+        self.latent_dim = bounded_int("model.latent_dim", latent_dim, self.num_features, "features", strict=strict)
+        self.register_buffer("mean", torch.zeros(self.num_features, dtype=torch.float64))
+
+    def pass_statistics(self, batch: Stats) -> Stats:
+        return moment_statistics(batch["x"])
+
+    # --- the protocol ------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``codes(x - mu)``: ``(B, *shape) -> (B, K)`` in ``x``'s dtype."""
+        return self.codes(self.features(x) - self.mean).to(result_dtype(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """``W z + mu``: codes ``(B, K) -> (B, *shape)`` in ``z``'s dtype. Raises: DataError for a malformed ``z``."""
+        codes = self.features(z, self.latent_dim)
+        return (codes @ self.component_vectors() + self.mean).to(result_dtype(z)).view(len(z), *self.spec.shape)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``W codes(x - mu) + mu``: like ``x``."""
+        z = self.codes(self.features(x) - self.mean)
+        return (z @ self.component_vectors() + self.mean).to(result_dtype(x)).view_as(x)
+
+
+class PCA(LinearLatentModel):
     """Rank-``K`` principal component analysis fitted in one streamed pass.
 
     Each batch adds ``n``, ``sum x`` and ``sum x x^T`` (float64); after the pass (all-reduced under
@@ -95,22 +139,16 @@ class PCA(FittedModel):
     capabilities = frozenset({"encode", "decode", "reconstruct", "components", "fit"})
 
     def __init__(self, data_spec: Spec, latent_dim: int = 16) -> None:
-        super().__init__(data_spec)
-        self.latent_dim = bounded_int("model.latent_dim", latent_dim, self.num_features, "features")
+        super().__init__(data_spec, latent_dim, strict=False)
         self.save_model_hparams()
-        p, k, f64 = self.num_features, self.latent_dim, torch.float64
-        self.register_buffer("mean", torch.zeros(p, dtype=f64))
-        self.register_buffer("components", torch.eye(p, k, dtype=f64))
-        self.register_buffer("explained_variance", torch.zeros(k, dtype=f64))
-        self.register_buffer("explained_variance_ratio", torch.zeros(k, dtype=f64))
-
-    def pass_statistics(self, batch: Stats) -> Stats:
-        return moment_statistics(batch["x"])
+        self.register_buffer("components", torch.eye(self.num_features, latent_dim, dtype=torch.float64))
+        self.register_buffer("explained_variance", torch.zeros(latent_dim, dtype=torch.float64))
+        self.register_buffer("explained_variance_ratio", torch.zeros(latent_dim, dtype=torch.float64))
 
     def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Eigendecompose the covariance of the pass; always converged (closed form)."""
-        check_examples(self.latent_dim, float(stats["n"]), strict=False)
-        if float(stats["n"]) < 2:
+        check_examples(self.latent_dim, int(stats["n"]), strict=False)
+        if stats["n"] < 2:
             raise ConfigError("PCA needs at least 2 training examples")
         mean, cov = mean_covariance(stats, ddof=1)
         values, vectors = eigen_descending(cov, self.latent_dim)
@@ -122,19 +160,9 @@ class PCA(FittedModel):
         return True, {}
 
     # --- the protocol ------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Principal scores ``W^T (x - mu)``: ``(B, *shape) -> (B, K)`` in ``x``'s dtype."""
-        return ((self.features(x) - self.mean) @ self.components).to(result_dtype(x))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``W z + mu``: codes ``(B, K) -> (B, *shape)`` in ``z``'s dtype. Raises: DataError for a malformed ``z``."""
-        codes = self.features(z, self.latent_dim)
-        return (codes @ self.components.T + self.mean).to(result_dtype(z)).view(len(z), *self.spec.shape)
-
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``W W^T (x - mu) + mu``: like ``x``."""
-        d = self.features(x) - self.mean
-        return ((d @ self.components) @ self.components.T + self.mean).to(result_dtype(x)).view_as(x)
+    def codes(self, d: torch.Tensor) -> torch.Tensor:
+        """Principal scores ``W^T d`` of centred rows: ``(B, P) -> (B, K)`` float64."""
+        return d @ self.components
 
     def component_vectors(self) -> torch.Tensor:
         """The principal directions as rows, ``W^T``: ``(K, P)`` float64, orthonormal."""
@@ -143,7 +171,7 @@ class PCA(FittedModel):
     def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str) -> Scores:
         """``loss``: the squared reconstruction error summed over the ``P`` features, ``(B,)``."""
         d = self.features(x) - self.mean
-        residual = d - (d @ self.components) @ self.components.T
+        residual = d - self.codes(d) @ self.components.T
         return {"loss": residual.pow(2).sum(1).to(result_dtype(x))}, None
 
     def describe(self) -> dict[str, Any]:

@@ -6,7 +6,6 @@ import torch
 
 from genlab.models.classical.fitting import LOG_2PI, Spec, Stats
 from genlab.models.classical.gaussian import LinearGaussianModel
-from genlab.models.classical.pca import moment_statistics
 
 
 class PPCA(LinearGaussianModel):
@@ -46,18 +45,6 @@ class PPCA(LinearGaussianModel):
         self.save_model_hparams()
         self.register_buffer("noise_variance", torch.ones((), dtype=torch.float64))
         self.register_buffer("explained_variance", torch.zeros(latent_dim, dtype=torch.float64))
-
-    def noise_diag(self) -> torch.Tensor:
-        return self.noise_variance.expand(self.num_features)
-
-    def num_parameters(self) -> int:
-        """Free parameters: ``P K + 1 - K (K - 1) / 2`` for ``W`` (up to rotation) and ``sigma^2``, plus ``P``
-        for ``mu``."""
-        p, k = self.num_features, self.latent_dim
-        return p * k + 1 - k * (k - 1) // 2 + p
-
-    def pass_statistics(self, batch: Stats) -> Stats:
-        return moment_statistics(batch["x"])
 
     def update(self, stats: Stats) -> tuple[bool, dict[str, float]]:
         """Closed-form ML solution from the pass totals; always converged."""
