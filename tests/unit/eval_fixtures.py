@@ -45,6 +45,12 @@ class Tensors:
     def split_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         return self.splits[split]
 
+    def prepare_data(self) -> None:  # the Lightning hooks the evaluator calls before it reads the splits
+        pass
+
+    def setup(self, stage: str | None = None) -> None:
+        pass
+
 
 class TinyData(Tensors):
     """Labelled 1x8x8 images on a 5-level grid (``DataSpec((1, 8, 8), "levels", 5, 3)``) whose class brightens one

@@ -60,7 +60,7 @@ def preflight(model: Any, datamodule: Any, cfg: dict[str, Any], out_dir: Path) -
     if checks and rank_zero_only.rank == 0:  # only rank 0 evaluates
         datamodule.prepare_data()
         datamodule.setup("fit")
-        ctx = Context(model, datamodule, cfg, out_dir, device="cpu")
+        ctx = Context(model, datamodule, cfg, out_dir, device="cpu", prepare=False)  # the model stays as it is
         for check in checks:
             check(ctx)
 

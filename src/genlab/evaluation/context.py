@@ -72,19 +72,28 @@ class Context:
         out_dir: the run folder (figures go here).
         seed: base seed of every random choice the tests make.
         device: where the model runs (``"auto"``: CUDA when available).
+        prepare: move the model to ``device`` and set it to eval mode (``False`` for settings checks before
+            training, which must leave the model as it is).
 
     Raises:
         ConfigError: for an unknown device.
     """
 
     def __init__(
-        self, model: Any, datamodule: Any, cfg: dict[str, Any], out_dir: Path, seed: int = 0, device: str = "auto"
+        self,
+        model: Any,
+        datamodule: Any,
+        cfg: dict[str, Any],
+        out_dir: Path,
+        seed: int = 0,
+        device: str = "auto",
+        prepare: bool = True,
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device not in ("cpu", "cuda"):
             raise ConfigError(f"evaluation.device must be cpu, cuda or auto, got {device!r}")
-        self.model = model.to(device).eval()
+        self.model = model.to(device).eval() if prepare else model
         self.datamodule, self.cfg, self.out_dir, self.seed = datamodule, cfg, Path(out_dir), int(seed)
         self.device = torch.device(device)
         self.spec: DataSpec = model.spec
