@@ -28,7 +28,7 @@ def undocumented(m):
 
 @pytest.mark.heavy
 def test_full_evaluation_of_a_vae_on_digits_then_eval_reproduces_it(cli):
-    proc = ok(cli("train", *QUIET, "trainer.max_epochs=5", "model.iwae_k=5", "evaluation=full",
+    proc = ok(cli("train", *QUIET, "logger=default", "trainer.max_epochs=5", "model.iwae_k=5", "evaluation=full",
                   "model.conditional=true"))  # fmt: skip
     (run,) = run_dirs(proc.log_dir)
     m = metrics_of(run)
@@ -45,6 +45,13 @@ def test_full_evaluation_of_a_vae_on_digits_then_eval_reproduces_it(cli):
     assert {"figure/codes_2d", "figure/interpolations", "figure/traversals", "figure/prototypes"} <= set(figures)
     for path in figures.values():
         assert Image.open(path).format == "PNG"
+    # every logger gets the figures; wandb also the per-class tables (offline run files)
+    media = next((run / "wandb").glob("offline-run-*")) / "files" / "media"
+    tables = {p.name.split("_")[0] for p in (media / "table" / "eval").glob("*.table.json")}
+    assert {"nll", "probe", "generative", "log", "ood"} <= tables, tables
+    assert {p.name.rsplit("_", 2)[0] for p in (media / "images" / "eval").glob("*.png")} >= {"prototypes", "codes_2d"}
+    with open(run / "csv" / "metrics.csv") as f:
+        assert "eval/fid" in f.readline()
     with open(run / "evaluation" / "nll_per_class.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 10 and sum(int(r["count"]) for r in rows) == m["eval/density_num_examples"]
