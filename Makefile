@@ -33,8 +33,8 @@ sample: $(STAMP) ## sample a checkpoint: make sample ARGS="ckpt_path=... num_sam
 score: $(STAMP) ## how likely is this x: make score ARGS="ckpt_path=... input=digit.png" (or text="...")
 	$(BIN)/python -m genlab.score $(ARGS)
 
-sweep: $(STAMP) ## Hydra multirun over latent sizes (hparams_search=vae_latent)
-	$(BIN)/python -m genlab.train -m hparams_search=vae_latent $(ARGS)
+sweep: $(STAMP) ## Hydra multirun: make sweep ARGS="model.latent_dim=2,8,32 model=vae_mlp,vae_cnn", or EXP=<experiment>
+	$(BIN)/python -m genlab.train -m $(if $(EXP),experiment=$(EXP)) $(ARGS)
 
 test: $(STAMP) ## run the whole test suite (unit + integration, heavy ones included)
 	$(BIN)/python -m pytest $(ARGS)

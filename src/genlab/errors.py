@@ -1,4 +1,6 @@
-"""Errors that the command line turns into one clear message (and exit code 2), never a stack trace."""
+"""Errors that the command line turns into one clear message (and a non-zero exit), never a stack trace."""
+
+from hydra.errors import CompactHydraException
 
 
 class GenlabError(Exception):
@@ -11,3 +13,18 @@ class ConfigError(GenlabError, ValueError):
 
 class DataError(GenlabError, RuntimeError):
     """A data file or folder that is missing, truncated or corrupt."""
+
+
+class Diverged(GenlabError, RuntimeError):
+    """Training produced a non-finite loss, or one that grew by orders of magnitude (``status: diverged``).
+
+    Attributes:
+        checkpoint: the last checkpoint with finite weights (``""`` when none was written), set by ``train.py``.
+    """
+
+    checkpoint: str = ""
+
+
+class JobFailed(CompactHydraException):
+    """Raised at the end of a failed multirun job, so that Hydra records the job as failed and goes on with the
+    next one; Hydra prints its one-line message when the sweep ends."""

@@ -54,7 +54,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Console entry point (``genlab-eval``); see :func:`evaluate`."""
-    run_cli(evaluate, cfg)
+    run_cli(evaluate, cfg, record=True)
 
 
 if __name__ == "__main__":

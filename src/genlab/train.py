@@ -15,13 +15,14 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, Diverged
 from genlab.evaluation import evaluate, preflight, settings
 from genlab.passes import fit_by_passes
 from genlab.utils.console import print_summary
-from genlab.utils.runs import finish_wandb, instantiate_all, output_dir, run_cli, write_metrics
+from genlab.utils.runs import finish_wandb, finished, instantiate_all, output_dir, run_cli, write_metrics
 
 
 def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
@@ -64,7 +65,7 @@ def refuse_ddp_in_multirun(cfg: DictConfig) -> None:
 def train(cfg: DictConfig) -> float | None:
     """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``)."""
     out = output_dir()
-    if (out / "metrics.json").exists():
+    if finished(out / "metrics.json"):  # a failed or diverged run may be run again in its folder
         raise ConfigError(f"{out} already holds a finished run; choose a new hydra.run.dir")
     refuse_ddp_in_multirun(cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -83,6 +84,8 @@ def train(cfg: DictConfig) -> float | None:
     preflight(model, datamodule, evaluation, out)  # a setting the evaluation refuses fails now, not after training
     callbacks = instantiate_all(cfg.get("callbacks"))
     loggers = instantiate_all(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor needs a logger to write to (logger=[] runs without one)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
@@ -91,7 +94,12 @@ def train(cfg: DictConfig) -> float | None:
     if model.can("fit"):  # fitted by passes over the data (closed form / EM), on Lightning Fabric
         best = fit_by_passes(model, datamodule, trainer, ckpt_path=cfg.get("ckpt_path"))
     else:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        try:
+            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        except Diverged as e:  # never tested, sampled or returned: the record names the last finite checkpoint
+            cb = trainer.checkpoint_callback
+            e.checkpoint = (cb.last_model_path or cb.best_model_path) if cb else ""
+            raise
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     fit_seconds = time.perf_counter() - start
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)
@@ -122,7 +130,7 @@ def train(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Console entry point (``genlab-train``); see :func:`train`."""
-    return run_cli(train, cfg)
+    return run_cli(train, cfg, record=True)
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ def test_bad_inputs_fail_clearly_and_leave_earlier_runs_alone(cli, earlier_run, 
     assert_clear_failure(proc, "data.representation=binarized")
 
     # DDP inside a multirun would relaunch the whole sweep per rank
-    proc = cli("train", "-m", "trainer=ddp_sim", *QUIET)
-    assert_clear_failure(proc, "cannot run inside a multirun")
+    proc = cli("train", "-m", "trainer=ddp_sim", *QUIET)  # a multirun job's error fails the job: Hydra exits 1
+    assert_clear_failure(proc, "cannot run inside a multirun", code=1)
 
     # a required value left out
     proc = cli("eval")

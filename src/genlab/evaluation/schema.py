@@ -15,6 +15,13 @@ import re
 #: (key pattern, unit, kind, meaning)
 # fmt: off
 SCHEMA: list[tuple[str, str, str, str]] = [
+    # --- the run ----------------------------------------------------------------------------------
+    ("status", "", "info", "ok | failed | diverged"),
+    ("reason", "", "info", "why a run failed or diverged (absent when ok)"),
+    ("artifacts", "", "info", "files the run wrote: checkpoint (a diverged run: the last finite one), figure/<name>, grids"),
+    ("config", "", "info", "overrides (the command line) and resolved (the whole composed config)"),
+    ("versions", "", "info", "genlab, torch, lightning"),
+    ("git", "", "info", "commit of the genlab checkout and whether tracked files differed from it (dirty)"),
     ("test/nll_nats", "nats / example", "kind", "-log p(x) averaged over the test split (text: per block_size tokens)"),
     ("test/bits_per_dim", "bits / dim", "kind", "the same in bits per dimension (dequantized data: + log2 L)"),
     ("test/nll_kind", "", "info", "exact | bound | none: what test/nll_nats is"),

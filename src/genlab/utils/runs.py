@@ -6,23 +6,53 @@ import json
 import logging
 import math
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 import genlab
-from genlab.errors import ConfigError, GenlabError
+from genlab.errors import ConfigError, Diverged, GenlabError, JobFailed
 
 OmegaConf.register_new_resolver(
     "genlab.wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online", replace=True
 )
+
+
+def run_group(task_name: str) -> str:
+    """The wandb group of this job: the sweep folder's name in a multirun (all its jobs share it), else the task."""
+    try:
+        hc = HydraConfig.get()
+    except ValueError:
+        return task_name
+    from hydra.types import RunMode
+
+    return f"{task_name}-{Path(hc.sweep.dir).name}" if hc.mode == RunMode.MULTIRUN else task_name
+
+
+def run_name(default: str) -> str:
+    """The wandb run name: the job's overrides (``model.latent_dim=8,model=vae_cnn``), or ``default`` without any.
+
+    Logger, callback, path and Hydra settings are left out: they do not change what is measured."""
+    chosen = [o for o in overrides() if not o.lstrip("+~").startswith(("logger", "callbacks", "paths", "hydra"))]
+    return ",".join(chosen) or default
+
+
+def run_tags(base: list[str]) -> list[str]:
+    """The wandb tags: ``base`` plus one per override that made the job (each cut to wandb's 64 characters)."""
+    chosen = [o for o in overrides() if not o.lstrip("+~").startswith(("logger", "callbacks", "paths", "hydra"))]
+    return list(dict.fromkeys([*base, *(o[:64] for o in chosen)]))
+
+
+OmegaConf.register_new_resolver("genlab.run_group", run_group, replace=True)
+OmegaConf.register_new_resolver("genlab.run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("genlab.run_tags", lambda base: run_tags(list(base)), replace=True)
 
 
 def output_dir() -> Path:
@@ -61,20 +91,64 @@ def to_number(v: Any) -> Any:
     return v
 
 
-def write_metrics(path: Path, metrics: dict[str, Any], cfg: DictConfig, **extra: Any) -> Path:
-    """Write ``metrics.json``: flat ``stage/name`` numbers, plus ``config`` and ``versions``.
+def git_state() -> dict[str, Any]:
+    """``{"commit": <sha>, "dirty": bool}`` of the genlab checkout that runs (both ``None`` outside a git checkout,
+    e.g. an installed wheel); ``dirty``: tracked files differ from the commit."""
+    repo = Path(genlab.__file__).resolve().parents[2]
+    if not (repo / ".git").exists():
+        return {"commit": None, "dirty": None}
+    try:
+        run = lambda *a: subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True, timeout=10)  # noqa: E731
+        commit = run("rev-parse", "HEAD").stdout.strip() or None
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no").stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def finished(path: Path) -> bool:
+    """Whether ``path`` (a ``metrics.json``) records a finished run: ``status`` ``ok`` (or a file from before
+    ``status`` existed). Failed and diverged runs may be run again in their folder."""
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("status", "ok") == "ok"
+    except (OSError, ValueError):
+        return False
+
+
+def config_record(cfg: DictConfig) -> dict[str, Any]:
+    """``{"overrides": [...], "resolved": {...}}``; a config that cannot be resolved is stored as written."""
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # the error being recorded may be in the config itself
+        resolved = OmegaConf.to_container(cfg, resolve=False)
+    return {"overrides": overrides(), "resolved": resolved}
+
+
+def write_metrics(
+    path: Path, metrics: dict[str, Any], cfg: DictConfig, status: str = "ok", reason: str | None = None, **extra: Any
+) -> Path:
+    """Write ``metrics.json``: flat ``stage/name`` numbers, ``status`` (``ok``, ``failed`` or ``diverged``, with
+    ``reason``), plus ``config`` (the overrides and the resolved config), ``versions`` and ``git``.
 
     Raises:
-        ConfigError: if ``path`` exists already (a finished run is never overwritten).
+        ConfigError: if ``path`` holds a finished ``ok`` run (it is never overwritten).
     """
-    if path.exists():
+    if finished(path):
         raise ConfigError(f"{path} exists: refusing to overwrite a finished run; choose a new hydra.run.dir")
-    record = {k: to_number(v) for k, v in sorted(metrics.items())}
+    record: dict[str, Any] = {"status": status}
+    if reason is not None:
+        record["reason"] = reason
+    record.update({k: to_number(v) for k, v in sorted(metrics.items())})
     record.update(extra)
-    record["config"] = {"overrides": overrides(), "resolved": OmegaConf.to_container(cfg, resolve=True)}
+    record["config"] = config_record(cfg)
     record["versions"] = versions()
+    record["git"] = git_state()
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    os.replace(tmp, path)  # a reader never sees half a file
     return path
 
 
@@ -85,19 +159,53 @@ def finish_wandb(failed: bool) -> None:
         wandb.finish(exit_code=1 if failed else 0)
 
 
-def fail(message: str) -> NoReturn:
-    """Report a user error on stderr and in the job's log file (Hydra's ``<task>.log``), then exit 2."""
+def log_error(message: str, exc: BaseException | None = None) -> None:
+    """Write ``message`` (and ``exc``'s traceback) to the job's log file (Hydra's ``<task>.log``) only."""
     record = logging.LogRecord("genlab", logging.ERROR, __file__, 0, message, None, None)
-    for handler in logging.getLogger().handlers:  # the log file only: stderr gets the one line below
+    if exc is not None:
+        record.exc_info = (type(exc), exc, exc.__traceback__)
+    for handler in logging.getLogger().handlers:  # the log file only: stderr gets its own line
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)
-    print(f"genlab: error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
-def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
-    """Run ``task(cfg)``; a :class:`GenlabError` or a missing required value (``???``) becomes one line
-    on stderr (and in the job log) and exit code 2.
+def in_multirun() -> bool:
+    """Whether this job is one of a Hydra multirun (``-m``)."""
+    from hydra.types import RunMode
+
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def record_failure(cfg: DictConfig, status: str, reason: str, checkpoint: str = "") -> None:
+    """Write ``metrics.json`` with ``status`` and ``reason`` in the job's folder (unless it holds a finished run)."""
+    try:
+        path = output_dir() / "metrics.json"
+        if not finished(path):
+            write_metrics(
+                path, {}, cfg, status=status, reason=reason, artifacts={"checkpoint": checkpoint} if checkpoint else {}
+            )
+    except Exception as e:  # recording must never hide the error being recorded
+        log_error(f"could not record the failure in metrics.json: {e}")
+
+
+def _genlab_cause(e: BaseException) -> GenlabError | None:
+    cause: BaseException | None = e
+    while cause is not None and not isinstance(cause, GenlabError):
+        cause = cause.__cause__
+    return cause
+
+
+def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig, record: bool = False) -> Any:
+    """Run ``task(cfg)`` through genlab's one failure path.
+
+    A :class:`GenlabError` (also wrapped by Hydra's instantiate) or a missing required value (``???``) becomes one
+    line on stderr and in the job log. Any other exception keeps its traceback (in the log too). With ``record``,
+    the job's ``metrics.json`` then says ``status: failed`` (``diverged`` for :class:`Diverged`) and why. A single
+    run exits with code 2 (1 for a traceback); a multirun job raises, so that Hydra records it as failed and the
+    sweep goes on with the next job and ends with a non-zero exit code.
 
     The wandb run is always finished, whether the task succeeds or fails, and before the error line,
     so that the error is the last thing printed.
@@ -105,18 +213,29 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     try:
         result = task(cfg)
     except MissingMandatoryValue as e:
-        finish_wandb(failed=True)
-        fail(f"{e.full_key} is required: pass {e.full_key}=<value> on the command line")
-    except (GenlabError, InstantiationException) as e:
-        finish_wandb(failed=True)
-        cause: BaseException | None = e
-        while cause is not None and not isinstance(cause, GenlabError):
-            cause = cause.__cause__
-        if cause is None:
-            raise
-        fail(str(cause))
+        exc, cause, reason = e, None, f"{e.full_key} is required: pass {e.full_key}=<value> on the command line"
+    except Exception as e:
+        exc, cause = e, _genlab_cause(e)
+        first_line = "".join(str(e).strip().splitlines()[:1])
+        reason = str(cause) if cause is not None else f"{type(e).__name__}: {first_line}"
     except BaseException:
         finish_wandb(failed=True)
         raise
-    finish_wandb(failed=False)
-    return result
+    else:
+        finish_wandb(failed=False)
+        return result
+    finish_wandb(failed=True)
+    status = "diverged" if isinstance(cause, Diverged) else "failed"
+    if record:
+        record_failure(cfg, status, reason, getattr(cause, "checkpoint", ""))
+    traceback = cause is None and not isinstance(exc, MissingMandatoryValue)
+    log_error(reason, exc if traceback else None)
+    if traceback:
+        raise exc
+    print(f"genlab: error: {reason}", file=sys.stderr)
+    if in_multirun():
+        job = HydraConfig.get().job
+        raise JobFailed(
+            f"genlab: job {job.num} ({' '.join(overrides()) or 'no overrides'}) {status}: {reason}"
+        ) from None
+    sys.exit(2)
