@@ -35,7 +35,9 @@ def test_a_non_finite_loss_names_the_step(bad):
 
 def test_a_loss_that_rises_three_orders_of_magnitude_above_its_best():
     feed(DivergenceGuard(), [100.0, 90.0, 90_000.0])  # 1000 x 90 above the best: still allowed
-    with pytest.raises(Diverged, match=r"at step 2 .*train/loss = 9.01e\+04 rose more than 1000-fold above its best 90"):
+    with pytest.raises(
+        Diverged, match=r"at step 2 .*train/loss = 9.01e\+04 rose more than 1000-fold above its best 90"
+    ):
         feed(DivergenceGuard(), [100.0, 90.0, 90_100.0])
 
 
