@@ -19,7 +19,7 @@ def need_shared(path: Path) -> Path:
     """Return ``path`` if it exists; otherwise fail under CI and skip elsewhere."""
     if path.exists():
         return path
-    message = f"shared test data missing: {path} (expected ../shared beside the repository)"
+    message = f"shared test data missing: {path} (expected ../shared beside the repository, or set GENLAB_SHARED)"
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)

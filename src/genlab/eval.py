@@ -7,6 +7,7 @@ into a new run folder under ``outputs/eval/``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import hydra
@@ -39,10 +40,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
     metrics.update({f"test/{k}": v for k, v in model.describe().items()})
     if trainer.is_global_zero:
-        found, figures = run_tests(
-            model, datamodule, evaluation, output_dir(), loggers, seed=model.genlab_meta.get("seed", cfg.seed)
-        )
+        start = time.perf_counter()
+        seed = model.genlab_meta.get("seed", cfg.seed)
+        found, figures = run_tests(model, datamodule, evaluation, output_dir(), loggers, seed=seed)
         metrics.update(found)
+        metrics["time/evaluation_seconds"] = time.perf_counter() - start
         artifacts = {name: str(p) for c in callbacks for name, p in getattr(c, "paths", {}).items()}
         artifacts.update({f"figure/{name}": str(p) for name, p in figures.items()})
         artifacts["checkpoint"] = str(cfg.ckpt_path)

@@ -146,8 +146,16 @@ def text_ids(text: str, spec: DataSpec) -> torch.Tensor:
     return vocab.encode(text)
 
 
+def seeded_log_prob(ctx: Context, x: torch.Tensor) -> torch.Tensor:
+    """``log_prob`` of ``x`` ``(B, *shape)`` after seeding with ``ctx.seed``: ``(B,)`` float64 nats. One input at a
+    time, a sampled bound (the VAE's) is then the same for an image whatever else is scored with it."""
+    torch.manual_seed(ctx.seed)
+    return ctx.batched(ctx.model.log_prob, x).double()
+
+
 def percentile(value: float, reference: torch.Tensor) -> float:
-    """Share of ``reference`` at or below ``value``, in percent (``reference`` ``(M,)``, e.g. test ``log p(x)``)."""
+    """Share of ``reference`` at or below ``value``, in percent (``reference`` ``(M,)``, e.g. test ``log p(x)``):
+    100 means at least as likely as every reference example, 0 less likely than all of them."""
     return 100.0 * float((reference <= value).double().mean()) if len(reference) else float("nan")
 
 
@@ -196,7 +204,11 @@ def score(cfg: DictConfig) -> list[dict[str, Any]]:
             path = Path(str(cfg.input))
             if not path.is_file():
                 raise DataError(f'input not found: {path} (pass a text file, or text="...")')
-            name, text = str(path), path.read_text(encoding="utf-8")
+            try:
+                name, text = str(path), path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); the model scores "
+                                f"{expected(spec)}") from e  # fmt: skip
         ids = text_ids(text, spec)
         if not model.can("generate"):
             raise ConfigError(f"{type(model).__name__} scores fixed windows only; it cannot score a text of any length")
@@ -215,8 +227,7 @@ def score(cfg: DictConfig) -> list[dict[str, Any]]:
         if cfg.get("text") is not None:
             raise DataError(f"text= is for text models; this model scores {expected(spec)}: use input=")
         names, x, note = image_inputs(str(cfg.input), spec)
-        torch.manual_seed(ctx.seed)  # sampled bounds (the VAE's) repeat: the same input, the same score
-        log_p = ctx.batched(model.log_prob, x).double()
+        log_p = torch.cat([seeded_log_prob(ctx, x[i : i + 1]) for i in range(len(x))])
         bpd = bits_per_dim(-log_p, spec)
         for name, lp, b in zip(names, log_p.tolist(), bpd.tolist(), strict=True):
             rows.append(
@@ -232,8 +243,12 @@ def score(cfg: DictConfig) -> list[dict[str, Any]]:
         w.writeheader()
         w.writerows(rows)
     kind = "a lower bound (nll_kind bound)" if model.nll_kind == "bound" else "exact"
-    print_scores(rows, f"{note}; log p(x) is {kind}; percentile among {len(reference)} {split} examples",
-                 out / "scores.csv")  # fmt: skip
+    unit = "nats per character, among the windows" if spec.vocab is not None else "log p(x), among the examples"
+    note = (f"{note}; log p(x) is {kind}; percentile: the share of the {len(reference)} {split} examples scored "
+            f"at most as likely ({unit}; 100 = more likely than all)")  # fmt: skip
+    print_scores(rows, note, out / "scores.csv")
+    if (out / "surprisal.csv").is_file():
+        print(f"surprisal: {out / 'surprisal.csv'}")
     return rows
 
 
@@ -244,7 +259,7 @@ def print_scores(rows: list[dict[str, Any]], note: str, path: Path) -> None:
 
     table = Table(title="genlab score")
     for key in rows[0]:
-        table.add_column(key, justify="left" if key == "input" else "right")
+        table.add_column(key, justify="left" if key == "input" else "right", overflow="fold")
     for r in rows:
         table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r.values()))
     console = Console()

@@ -128,7 +128,8 @@ def test_refusals_name_the_choices(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown evaluation.ood.data='nope'; choose one of \[.*'fashion_mnist'"):
         ood.check(ctx(**{"ood.data": "nope"}))
     message = (
-        "ood.data=cifar10 has shape (3, 32, 32); the model's data have (1, 28, 28): choose a data set of the same shape"
+        "evaluation.ood.data=cifar10 has shape (3, 32, 32); the model's data have (1, 28, 28): "
+        "choose a data set of the same shape"
     )
     with pytest.raises(ConfigError) as e:
         ood.check(ctx(**{"ood.data": "cifar10"}))

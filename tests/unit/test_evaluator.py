@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tests.unit.eval_fixtures import TinyData, evaluation_cfg
+from tests.unit.eval_fixtures import Stub, TinyData, evaluation_cfg
 
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
@@ -47,3 +47,29 @@ def test_every_test_reports_a_status_and_the_global_random_state_is_untouched(tm
     assert status["classifier"].startswith("n/a: ") and status["ood"] == status["samples"] == "ok", status
     assert figures and all(p.suffix == ".png" and p.is_file() for p in figures.values())
     assert evaluate(vae(), TinyData(), evaluation_cfg(tmp_path, "none"), tmp_path) == ({}, {})
+
+
+class RecordingConditional(Stub):
+    """A conditional model whose code is the image's mean; ``decode`` records the labels it is given."""
+
+    capabilities = frozenset({"encode", "decode", "conditional"})
+    latent_dim = 1
+
+    def __init__(self, spec):
+        super().__init__(spec)
+        self.num_classes, self.conditions = spec.num_classes, []
+
+    def encode(self, x):
+        return x.flatten(1).mean(1, keepdim=True)
+
+    def decode(self, z, condition=None):
+        self.conditions.append(None if condition is None else condition.tolist())
+        return z.view(-1, 1, 1, 1).expand(-1, *self.spec.shape).clamp(0, 1)
+
+
+def test_figures_of_a_conditional_model_decode_each_row_with_one_class(tmp_path):
+    model = RecordingConditional(SPEC)
+    cfg = evaluation_cfg(tmp_path, "full", tests=["representation"], **SMALL)
+    metrics, figures = evaluate(model, TinyData(), cfg, tmp_path)
+    assert {"interpolations", "traversals"} <= set(figures)
+    assert model.conditions and all(c is not None and len(set(c)) == 1 for c in model.conditions)

@@ -55,6 +55,8 @@ def preflight(model: Any, datamodule: Any, cfg: dict[str, Any], out_dir: Path) -
     from lightning.pytorch.utilities import rank_zero_only
 
     tests = check_tests(cfg.get("tests"))
+    if tests and cfg.get("device", "auto") not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"evaluation.device must be cpu, cuda or auto, got {cfg.get('device')!r}")
     modules = [importlib.import_module(f"genlab.evaluation.{name}") for name in tests]
     checks = [m.check for m in modules if hasattr(m, "check")]
     if checks and rank_zero_only.rank == 0:  # only rank 0 evaluates

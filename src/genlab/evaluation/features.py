@@ -9,7 +9,8 @@ and setting, and caches its weights under ``evaluation.features.cache_dir``. Its
 compare between models of one dataset and one feature setting, not with published FIDs.
 
 The cache file's name holds a SHA-256 key of everything the weights depend on: the
-:class:`~genlab.data.spec.DataSpec` (shape, kind, levels, classes), a hash of the training split's
+:class:`~genlab.data.spec.DataSpec` (shape, levels, classes; not the kind: levels and dequantized data give the
+same level-grid images), a hash of the training split's
 content (its level indices and labels), the split name, the source code of :class:`FeatureNet` and of
 the training loop, and the settings (``width``, ``epochs``, ``batch_size``, ``lr``, ``seed``). Writes are
 atomic (a temporary file in the same folder, then ``os.replace``), so parallel jobs that race both
@@ -39,7 +40,7 @@ from genlab.errors import ConfigError
 from genlab.evaluation.context import Context, to_levels
 
 #: bump when the file layout changes (part of the cache key)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 #: the split the network trains on
 TRAIN_SPLIT = "train"
 
@@ -264,7 +265,8 @@ def cache_key(spec_dict: dict[str, Any], content_hash: str, split: str, s: Featu
     """SHA-256 (hex) of everything the weights depend on (see the module docstring); never the cache folder."""
     record = {
         "format": CACHE_FORMAT,
-        "spec": {k: spec_dict[k] for k in ("shape", "kind", "levels", "num_classes", "vocab")},
+        # not the kind: the network sees level-grid images (to_levels), the same for levels and dequantized data
+        "spec": {k: spec_dict[k] for k in ("shape", "levels", "num_classes", "vocab")},
         "data": content_hash,
         "split": split,
         "code": CODE_HASH,
@@ -274,9 +276,9 @@ def cache_key(spec_dict: dict[str, Any], content_hash: str, split: str, s: Featu
 
 
 def cache_path(cache_dir: str | Path, spec_dict: dict[str, Any], key: str) -> Path:
-    """``<cache_dir>/featurenet-<C>x<H>x<W>-<kind>-<levels>-<key[:20]>.pt`` (readable prefix, unique key)."""
+    """``<cache_dir>/featurenet-<C>x<H>x<W>-<levels>-<key[:20]>.pt`` (readable prefix, unique key)."""
     shape = "x".join(str(s) for s in spec_dict["shape"])
-    return Path(cache_dir) / f"featurenet-{shape}-{spec_dict['kind']}-{spec_dict['levels']}-{key[:20]}.pt"
+    return Path(cache_dir) / f"featurenet-{shape}-{spec_dict['levels']}-{key[:20]}.pt"
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -142,12 +142,12 @@ def same_space(name: str, spec: DataSpec, mine: DataSpec) -> None:
     """
     if spec.vocab is not None or spec.shape != mine.shape:
         raise ConfigError(
-            f"ood.data={name} has shape {spec.shape}; the model's data have {mine.shape}: "
+            f"evaluation.ood.data={name} has shape {spec.shape}; the model's data have {mine.shape}: "
             "choose a data set of the same shape"
         )
     if (spec.kind, spec.levels) != (mine.kind, mine.levels):
         raise ConfigError(
-            f"ood.data={name} has {spec.levels} {spec.kind} levels; the model's data have {mine.levels} "
+            f"evaluation.ood.data={name} has {spec.levels} {spec.kind} levels; the model's data have {mine.levels} "
             f"{mine.kind}: choose a data set with the same value space"
         )
 
@@ -180,7 +180,7 @@ def check(ctx: Context) -> None:
         raise
     except GenlabError as e:  # a source that knows its shape only from its files (text)
         raise ConfigError(
-            f"ood.data={name} does not describe its shape without reading its files ({type(e).__name__}); "
+            f"evaluation.ood.data={name} does not describe its shape without reading its files ({type(e).__name__}); "
             f"choose an image data set of the model's shape {ctx.spec.shape}"
         ) from e
     same_space(name, spec, ctx.spec)

@@ -214,7 +214,8 @@ def run(ctx: Context) -> Outcome:
             scores.append(float(np.mean(few.predict(a_te) == ny_te)))
         metrics[f"probe_accuracy_{n}"] = float(np.mean(scores))
         metrics[f"probe_accuracy_{n}_std"] = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
-    metrics["probe_seeds"] = s["seeds"]
+    if s["labels_per_class"]:
+        metrics["probe_seeds"] = s["seeds"]
 
     if s["clustering"]:
         metrics.update(cluster(ctx, x_te, z_te, ny_te))
@@ -292,9 +293,9 @@ def draw(ctx: Context, s: dict[str, Any], x: torch.Tensor, z: torch.Tensor, y: n
     and labels ``y`` ``(N,)``; returns ``{name: PNG path}``."""
     figures = {"codes_2d": codes_map(ctx, z, y)}
     if ctx.model.can("decode") and len(z) >= 2:
-        figures["interpolations"] = interpolations(ctx, x, z, s["interpolation_pairs"], s["interpolation_steps"])
+        figures["interpolations"] = interpolations(ctx, x, z, y, s["interpolation_pairs"], s["interpolation_steps"])
     if ctx.model.can("decode"):
-        figures["traversals"] = traversals(ctx, z, s["traversal_dims"], s["traversal_steps"])
+        figures["traversals"] = traversals(ctx, z, int(y[0]), s["traversal_dims"], s["traversal_steps"])
     if ctx.model.can("components"):
         figures["components"] = components(ctx)
     return figures
@@ -322,22 +323,33 @@ def codes_map(ctx: Context, z: torch.Tensor, y: np.ndarray) -> Any:
     return path
 
 
-def interpolations(ctx: Context, x: torch.Tensor, z: torch.Tensor, pairs: int, steps: int) -> Any:
+def decode_as(ctx: Context, z: torch.Tensor, label: int) -> torch.Tensor:
+    """``decode(z)`` in batches; a conditional model decodes every code with class ``label`` (without one it would
+    cycle the classes from tile to tile)."""
+    if not ctx.model.can("conditional"):
+        return ctx.batched(ctx.model.decode, z)
+    return ctx.batched(lambda b: ctx.model.decode(b, condition=torch.full((len(b),), label, device=b.device)), z)
+
+
+def interpolations(ctx: Context, x: torch.Tensor, z: torch.Tensor, y: np.ndarray, pairs: int, steps: int) -> Any:
     """Figure ``interpolations``: one row per pair of held-out images (drawn with salt 31): the first image,
-    ``decode((1 - t) z_a + t z_b)`` for ``steps`` values of ``t`` in ``[0, 1]``, the second image."""
+    ``decode((1 - t) z_a + t z_b)`` for ``steps`` values of ``t`` in ``[0, 1]``, the second image (a conditional
+    model decodes a row with the first image's class ``y``)."""
     pairs = min(pairs, len(z) // 2)
     pick = torch.randperm(len(z), generator=ctx.generator(31))[: 2 * pairs]
     a, b = pick[:pairs], pick[pairs:]
     t = torch.linspace(0, 1, steps, dtype=torch.float64)[None, :, None]
-    path_z = ((1 - t) * z[a, None].double() + t * z[b, None].double()).to(z.dtype).flatten(0, 1)
-    decoded = ctx.batched(ctx.model.decode, path_z).view(pairs, steps, *ctx.spec.shape).float()
+    path_z = ((1 - t) * z[a, None].double() + t * z[b, None].double()).to(z.dtype)  # (pairs, steps, d)
+    decoded = torch.stack([decode_as(ctx, row, int(y[i])) for row, i in zip(path_z, a.tolist(), strict=True)])
+    decoded = decoded.view(pairs, steps, *ctx.spec.shape).float()
     rows = torch.cat([x[a, None].float(), decoded, x[b, None].float()], 1).flatten(0, 1)
     return save_grid(rows, ctx.figure("interpolations"), nrow=steps + 2)
 
 
-def traversals(ctx: Context, z: torch.Tensor, dims: int, steps: int) -> Any:
+def traversals(ctx: Context, z: torch.Tensor, label: int, dims: int, steps: int) -> Any:
     """Figure ``traversals``: row ``j`` decodes the mean held-out code with coordinate ``j`` moved over
-    ``mean_j + [-3, 3] std_j`` (``steps`` values), for the first ``dims`` coordinates."""
+    ``mean_j + [-3, 3] std_j`` (``steps`` values), for the first ``dims`` coordinates (a conditional model: all
+    with class ``label``)."""
     d = min(dims, z.shape[1])
     zz = z.double()
     mean, std = zz.mean(0), zz.std(0) if len(zz) > 1 else torch.ones(zz.shape[1], dtype=torch.float64)
@@ -345,7 +357,7 @@ def traversals(ctx: Context, z: torch.Tensor, dims: int, steps: int) -> Any:
     grid = mean.repeat(d, steps, 1)  # (d, steps, code_dim)
     for j in range(d):
         grid[j, :, j] = mean[j] + offsets * std[j]
-    decoded = ctx.batched(ctx.model.decode, grid.flatten(0, 1).to(z.dtype))
+    decoded = decode_as(ctx, grid.flatten(0, 1).to(z.dtype), label)
     return save_grid(decoded.view(d * steps, *ctx.spec.shape), ctx.figure("traversals"), nrow=steps)
 
 

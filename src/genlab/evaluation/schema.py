@@ -25,7 +25,7 @@ SCHEMA: list[tuple[str, str, str, str]] = [
     ("test/nll_nats", "nats / example", "kind", "-log p(x) averaged over the test split (text: per block_size tokens)"),
     ("test/bits_per_dim", "bits / dim", "kind", "the same in bits per dimension (dequantized data: + log2 L)"),
     ("test/nll_kind", "", "info", "exact | bound | none: what test/nll_nats is"),
-    ("test/loss", "nats / example", "kind", "the training objective on the test split (text: nats / token)"),
+    ("test/loss", "nats / example", "kind", "the training objective on the test split (text: nats / token; pca, kmeans, linear_ae: squared error / example)"),
     ("test/recon_mse", "squared [0,1] units / dim", "exact", "mean squared error of reconstruct(x) against x"),
     ("test/elbo_nats", "nats / example", "bound", "VAE: the ELBO, a lower bound on log p(x)"),
     ("test/cond_elbo_nats", "nats / example", "bound", "conditional VAE: the ELBO of log p(x | y)"),
@@ -40,7 +40,7 @@ SCHEMA: list[tuple[str, str, str, str]] = [
     ("test/fit_passes", "passes", "info", "fitted models: passes over the training data"),
     ("test/converged", "", "info", "fitted models: whether the fit met its tolerance"),
     ("test/explained_variance_ratio", "fraction", "exact", "PCA: share of the training variance its K components explain"),
-    ("val/best_loss", "nats / example", "kind", "the best validation loss (the checkpoint tested)"),
+    ("val/best_loss", "as test/loss", "kind", "the best validation loss (the checkpoint tested)"),
     ("val/<name>", "as test/<name>", "kind", "the validation split's values, as in the test stage"),
     ("train/<name>", "as test/<name>", "kind", "training values (fitted models: per pass)"),
     ("sample/seconds_per_sample", "seconds", "estimate", "wall time of model.sample(16) / 16"),
@@ -55,7 +55,7 @@ SCHEMA: list[tuple[str, str, str, str]] = [
     ("eval/fid_decoder_mean", "squared feature units", "estimate", "the same for the decoder's mean given prior codes (latent-variable models)"),
     ("eval/{kid,kid_decoder_mean}", "squared feature units", "estimate", "kernel distance (Binkowski et al. 2018), mean over kid_subsets subsets of kid_subset_size, of the draws / decoder means"),
     ("eval/{kid_std,kid_std_decoder_mean}", "squared feature units", "estimate", "its std across the subsets"),
-    ("eval/{fid_real_floor,kid_real_floor,kid_std_real_floor}", "squared feature units", "estimate", "the same metrics between two disjoint sets of N real images the network never trained on: the floor"),
+    ("eval/{fid_real_floor,kid_real_floor,kid_std_real_floor}", "squared feature units", "estimate", "the same metrics between two disjoint sets of N real images the network never trained on: what real data score at this N (not a strict lower bound)"),
     ("eval/fid_real_floor_sets", "", "info", "how the two real sets of the floor were drawn"),
     ("eval/fid_num_samples", "images", "info", "N, images per set (capped by the held-out images there are)"),
     ("eval/feature_net_test_accuracy", "fraction", "exact", "the feature classifier's accuracy on the held-out split"),
@@ -108,7 +108,8 @@ def entry(key: str) -> tuple[str, str, str, str] | None:
 def markdown() -> str:
     """The schema as a Markdown table (the README's)."""
     lines = ["| key | unit | kind | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{k}` | {u} | {kind} | {m} |" for k, u, kind, m in SCHEMA]
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731 - a | inside a cell would split it
+    lines += [f"| `{cell(k)}` | {cell(u)} | {kind} | {cell(m)} |" for k, u, kind, m in SCHEMA]
     return "\n".join(lines)
 
 
