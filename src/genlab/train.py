@@ -9,6 +9,7 @@ checkpoint, evaluates it (``evaluation=default|full|none``, :mod:`genlab.evaluat
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from genlab.errors import ConfigError, Diverged
 from genlab.evaluation import evaluate, preflight, settings
 from genlab.passes import fit_by_passes
+from genlab.utils.checkpoint import read_meta
 from genlab.utils.console import print_summary
 from genlab.utils.runs import finish_wandb, finished, instantiate_all, output_dir, run_cli, write_metrics
 
@@ -62,12 +64,42 @@ def refuse_ddp_in_multirun(cfg: DictConfig) -> None:
         )
 
 
+def resolve_checkpoint(ckpt_path: str | None, out: Path) -> str | None:
+    """The checkpoint to resume from: ``None``, a path, or ``last`` / ``best`` of the run folder ``out`` (which
+    ``conf/hydra/default.yaml`` points at the newest unfinished run of the task, or ``hydra.run.dir`` names).
+
+    Raises:
+        ConfigError: for ``last`` / ``best`` when the folder holds no such checkpoint (never a silent fresh start).
+        DataError: for a missing, truncated or corrupt checkpoint file, or one genlab did not write.
+    """
+    if ckpt_path is None:
+        return None
+    folder = out / "checkpoints"
+    if str(ckpt_path) in ("last", "best"):
+        path = folder / "last.ckpt"
+        if path.is_file() and ckpt_path == "best":
+            states = read_meta(path, full=True).get("callbacks", {})
+            best = [v.get("best_model_path") for k, v in states.items() if k.startswith("ModelCheckpoint")]
+            path = Path(best[0]) if best and best[0] else folder / "missing-best.ckpt"
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path={ckpt_path}: nothing to resume, {path} does not exist (no unfinished run of "
+                              f"this task holds checkpoints/last.ckpt); pass ckpt_path=<file> or "
+                              f"hydra.run.dir=<run folder>")  # fmt: skip
+    else:
+        path = Path(str(ckpt_path))
+    read_meta(path)  # one line for a missing, truncated or foreign file
+    return str(path)
+
+
 def train(cfg: DictConfig) -> float | None:
     """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``)."""
     out = output_dir()
     if finished(out / "metrics.json"):  # a failed or diverged run may be run again in its folder
         raise ConfigError(f"{out} already holds a finished run; choose a new hydra.run.dir")
     refuse_ddp_in_multirun(cfg)
+    ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), out)
+    if ckpt_path:
+        print(f"resuming from {ckpt_path} in {out}")
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
 
@@ -92,10 +124,10 @@ def train(cfg: DictConfig) -> float | None:
 
     start = time.perf_counter()
     if model.can("fit"):  # fitted by passes over the data (closed form / EM), on Lightning Fabric
-        best = fit_by_passes(model, datamodule, trainer, ckpt_path=cfg.get("ckpt_path"))
+        best = fit_by_passes(model, datamodule, trainer, ckpt_path=ckpt_path)
     else:
         try:
-            trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         except Diverged as e:  # never tested, sampled or returned: the record names the last finite checkpoint
             cb = trainer.checkpoint_callback
             e.checkpoint = (cb.last_model_path or cb.best_model_path) if cb else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -31,6 +32,15 @@ def rank_and_world(trainer: L.Trainer | None) -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+def follow_trainer(loader: TensorBatchLoader | Any, trainer: L.Trainer | None) -> Any:
+    """Make ``loader`` take its epoch from ``trainer.current_epoch`` at every pass (``loader.epoch_of``), so a
+    resumed run continues the sequence of permutations where it stopped instead of repeating the first epoch's.
+    Without a Trainer (a Fabric fit) the loader counts its own passes. Returns ``loader``."""
+    if trainer is not None:
+        loader.epoch_of = lambda: int(trainer.current_epoch)
+    return loader
 
 
 class TensorBatchLoader:
@@ -72,6 +82,7 @@ class TensorBatchLoader:
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.epoch_of: Callable[[], int] | None = None  # see follow_trainer
 
     def _num_local(self) -> int:
         n = len(self.levels)
@@ -85,6 +96,8 @@ class TensorBatchLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.levels)
+        if self.epoch_of is not None:
+            self.epoch = self.epoch_of()
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             index = torch.randperm(n, generator=g)[self.rank :: self.world_size][: self._num_local()]
@@ -230,10 +243,11 @@ class TensorDataModule(L.LightningDataModule):
     def _train_loader(self, drop_last: bool) -> TensorBatchLoader:
         lv, y = self.splits["train"]
         rank, world = rank_and_world(self.trainer)
-        return TensorBatchLoader(
+        loader = TensorBatchLoader(
             lv, y, self.batch_size, self.represent, shuffle=True,
             drop_last=drop_last, seed=self.seed, rank=rank, world_size=world,
         )  # fmt: skip
+        return follow_trainer(loader, self.trainer)
 
     def train_dataloader(self) -> TensorBatchLoader:
         """Shuffled training batches with fresh noise each epoch; a final partial batch is dropped (gradient steps)."""

@@ -26,13 +26,13 @@ import hashlib
 import math
 import os
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from genlab.data.base import TensorBatchLoader, rank_and_world
+from genlab.data.base import TensorBatchLoader, follow_trainer, rank_and_world
 from genlab.data.spec import IGNORE, CharVocab, DataSpec
 from genlab.errors import ConfigError, DataError
 
@@ -116,11 +116,14 @@ class RandomWindowLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.offsets = torch.arange(block_size + 1)
         self.epoch = 0
+        self.epoch_of: Callable[[], int] | None = None  # see genlab.data.base.follow_trainer
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self) -> Iterator[Batch]:
+        if self.epoch_of is not None:
+            self.epoch = self.epoch_of()
         g = torch.Generator().manual_seed(self.seed + 7919 * self.epoch + 1_000_003 * self.rank)
         self.epoch += 1
         high = len(self.ids) - self.block_size
@@ -295,7 +298,8 @@ class TextDataModule(L.LightningDataModule):
         ids = self.split_ids("train")
         rank, world = rank_and_world(self.trainer)
         num = self.train_batches_per_epoch or max(1, len(ids) // (self.batch_size * self.block_size * world))
-        return RandomWindowLoader(ids, self.block_size, self.batch_size, num, self.seed, rank, world)
+        loader = RandomWindowLoader(ids, self.block_size, self.batch_size, num, self.seed, rank, world)
+        return follow_trainer(loader, self.trainer)
 
     def _eval_loader(self, split: str) -> TensorBatchLoader:
         x, y = self.eval_batches(split)

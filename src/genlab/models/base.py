@@ -417,6 +417,19 @@ class GenerativeModel(L.LightningModule):
     # --- checkpoints carry what eval/sample need to rebuild the run ----------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["genlab"] = self.genlab_meta
+        # the random state at the save, so a resumed run draws what the uninterrupted one would (a uint8 tensor:
+        # weights_only loads it)
+        checkpoint["genlab_rng"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            checkpoint["genlab_rng"]["cuda"] = torch.cuda.get_rng_state_all()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.genlab_meta = checkpoint.get("genlab", {})
+        self._resume_rng = checkpoint.get("genlab_rng")  # set when training starts, after the sanity check
+
+    def on_train_start(self) -> None:
+        rng, self._resume_rng = getattr(self, "_resume_rng", None), None
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(rng["cuda"])

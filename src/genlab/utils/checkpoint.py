@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,8 @@ from genlab.errors import ConfigError, DataError
 from genlab.models.base import GenerativeModel
 
 
-def read_meta(ckpt_path: str | Path) -> dict[str, Any]:
-    """The ``genlab`` entry of a checkpoint: ``{"model_target": str, "data": dict}``.
+def read_meta(ckpt_path: str | Path, full: bool = False) -> dict[str, Any]:
+    """The ``genlab`` entry of a checkpoint: ``{"model_target": str, "data": dict}`` (``full``: the whole checkpoint).
 
     Loaded with ``torch.load(weights_only=True)``: no code in the file is executed.
 
@@ -26,12 +27,16 @@ def read_meta(ckpt_path: str | Path) -> dict[str, Any]:
         raise DataError(f"checkpoint not found: {path} (pass ckpt_path=<run>/checkpoints/<file>.ckpt)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DataError(f"cannot read checkpoint {path}: {type(e).__name__}: {e}") from e
+    except pickle.UnpicklingError as e:
+        why = "holds objects that need arbitrary code to load, which weights_only=True refuses"
+        raise DataError(f"{path} {why}; genlab checkpoints hold tensors and plain types only") from e
+    except Exception as e:  # truncated or not a torch file
+        first = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else ""
+        raise DataError(f"cannot read checkpoint {path} (truncated or corrupt?): {type(e).__name__}: {first}") from e
     meta = ckpt.get("genlab") if isinstance(ckpt, dict) else None
     if not meta or "model_target" not in meta:
         raise ConfigError(f"{path} is not a genlab checkpoint (no 'genlab' entry); train it with genlab.train")
-    return meta
+    return ckpt if full else meta
 
 
 def load_model(ckpt_path: str | Path, **overrides: Any) -> GenerativeModel:

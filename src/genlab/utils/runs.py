@@ -50,6 +50,43 @@ def run_tags(base: list[str]) -> list[str]:
     return list(dict.fromkeys([*base, *(o[:64] for o in chosen)]))
 
 
+def resume_dir(runs_root: str, ckpt_path: Any, fresh: str) -> str:
+    """The run folder of a job: for ``ckpt_path=last`` or ``best``, the newest run under ``runs_root`` that is not
+    finished (its ``metrics.json`` is absent or not ``ok``) and holds ``checkpoints/last.ckpt``, so the run resumes
+    in its own folder; else (or when there is none: ``train.py`` then refuses) ``fresh``."""
+    if str(ckpt_path) not in ("last", "best"):
+        return fresh
+    root = Path(runs_root)
+    candidates = [p for p in root.iterdir() if (p / "checkpoints" / "last.ckpt").is_file()] if root.is_dir() else []
+    candidates = [p for p in candidates if not finished(p / "metrics.json")]
+    return str(max(candidates, key=lambda p: p.name)) if candidates else fresh
+
+
+def resume_subdir(run_dir: str) -> str:
+    """Where Hydra writes the job's config: ``.hydra``, or ``.hydra/resume-<n>`` when ``run_dir`` has one already
+    (a resumed run keeps its original ``.hydra/`` and records each resume's config beside it)."""
+    base = Path(run_dir) / ".hydra"
+    if not (base / "config.yaml").is_file():
+        return ".hydra"
+    n = 1
+    while (base / f"resume-{n}").exists():
+        n += 1
+    return f".hydra/resume-{n}"
+
+
+def log_version() -> str:
+    """The CSV logger's version folder: ``""`` for a fresh run, ``resume-<n>`` for its n-th resume, so a resumed run
+    writes beside the first metrics.csv instead of replacing it."""
+    try:
+        subdir = HydraConfig.get().output_subdir or ""
+    except ValueError:
+        return ""
+    return Path(subdir).name if Path(subdir).name.startswith("resume-") else ""
+
+
+OmegaConf.register_new_resolver("genlab.log_version", log_version, replace=True)
+OmegaConf.register_new_resolver("genlab.resume_dir", resume_dir, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("genlab.resume_subdir", resume_subdir, replace=True, use_cache=True)  # once a job
 OmegaConf.register_new_resolver("genlab.run_group", run_group, replace=True)
 OmegaConf.register_new_resolver("genlab.run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("genlab.run_tags", lambda base: run_tags(list(base)), replace=True)
