@@ -50,11 +50,12 @@ def launch_fabric(trainer: L.Trainer) -> Fabric:
                 f"models fitted by passes run on one process or under DDP started as subprocesses, not "
                 f"{type(ours).__name__} with {type(ours.launcher).__name__}: use trainer=ddp or trainer=ddp_sim"
             )
-        strategy = DDPStrategy(process_group_backend=ours.process_group_backend)
+        strategy = DDPStrategy(process_group_backend=ours.process_group_backend, checkpoint_io=ours.checkpoint_io)
     devices = trainer.device_ids if accelerator == "cuda" else trainer.num_devices
+    plugins = [ours.checkpoint_io] if strategy == "auto" else None  # the Trainer's (atomic) checkpoint writer
     fabric = Fabric(
         accelerator=accelerator, strategy=strategy, devices=devices, num_nodes=trainer.num_nodes,
-        loggers=trainer.loggers,
+        loggers=trainer.loggers, plugins=plugins,
     )  # fmt: skip
     fabric.launch()
     return fabric

@@ -24,6 +24,7 @@ from genlab.evaluation import evaluate, preflight, settings
 from genlab.passes import fit_by_passes
 from genlab.utils.checkpoint import read_meta
 from genlab.utils.console import print_summary
+from genlab.utils.files import AtomicCheckpointIO
 from genlab.utils.runs import finish_wandb, finished, instantiate_all, output_dir, run_cli, write_metrics
 
 
@@ -118,7 +119,10 @@ def train(cfg: DictConfig) -> float | None:
     loggers = instantiate_all(cfg.get("logger"))
     if not loggers:  # LearningRateMonitor needs a logger to write to (logger=[] runs without one)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    # checkpoints are written to a temporary file and renamed: a killed write never leaves a truncated file
+    plugins = [AtomicCheckpointIO()] if not cfg.trainer.get("plugins") else None
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                     **({"plugins": plugins} if plugins else {}))  # fmt: skip
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 

@@ -23,8 +23,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -38,6 +36,7 @@ from torch import nn
 from genlab.checks import positive, positive_int
 from genlab.errors import ConfigError
 from genlab.evaluation.context import Context, to_levels
+from genlab.utils.files import atomic_save
 
 #: bump when the file layout changes (part of the cache key)
 CACHE_FORMAT = 2
@@ -279,20 +278,6 @@ def cache_path(cache_dir: str | Path, spec_dict: dict[str, Any], key: str) -> Pa
     """``<cache_dir>/featurenet-<C>x<H>x<W>-<levels>-<key[:20]>.pt`` (readable prefix, unique key)."""
     shape = "x".join(str(s) for s in spec_dict["shape"])
     return Path(cache_dir) / f"featurenet-{shape}-{spec_dict['levels']}-{key[:20]}.pt"
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in ``path``'s folder, then ``os.replace`` (atomic on POSIX): readers never
-    see a partial file, and of two racing writers the last one wins with a complete file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_cached(path: Path, key: str, net: FeatureNet) -> bool:
