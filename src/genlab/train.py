@@ -8,6 +8,7 @@ checkpoint, evaluates it (``evaluation=default|full|none``, :mod:`genlab.evaluat
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -156,11 +157,14 @@ def train(cfg: DictConfig) -> float | None:
     last = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else ""
     if best or last:  # no validation yet (max_steps inside the first epoch): the last checkpoint
         artifacts["checkpoint"] = best or last
+    name = cfg.get("optimized_metric")
+    value = None if not name or metrics.get(name) is None else float(metrics[name])
+    if value is not None and not math.isfinite(value):  # a sweeper never gets NaN as a result
+        raise Diverged(f"{name} is {value}: the run's numbers are not finite; lower model.lr")
     path = write_metrics(out / "metrics.json", metrics, cfg, artifacts=artifacts)
     finish_wandb(failed=False)  # wandb prints its own summary on finish: ours comes last
     print_summary("test", metrics, artifacts, path)
-    name = cfg.get("optimized_metric")
-    return None if not name or metrics.get(name) is None else float(metrics[name])
+    return value
 
 
 @hydra.main(version_base="1.3", config_path="../../conf", config_name="train")

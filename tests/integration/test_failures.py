@@ -73,3 +73,28 @@ def test_a_run_without_loggers_and_a_fast_dev_run_work(cli):
     proc = ok(cli("train", "callbacks.rich_progress_bar=null", "debug=fdr"))
     (run,) = run_dirs(proc.log_dir, "debug")
     assert metrics_of(run)["status"] == "ok" and "DEBUG" in (run / "train.log").read_text()
+
+
+def test_an_optuna_study_records_a_diverged_trial_as_failed_goes_on_and_resumes(cli, tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    # seed 2: the seeded TPE sampler draws lr = 0.001, 0.001, 1e30 (the last trial diverges)
+    search = ["-m", "hparams_search=vae_optuna", *FAST, "seed=2", "model.lr=choice(0.001,1e30)",
+              f"hydra.sweeper.storage={storage}", "hydra.sweeper.study_name=t"]  # fmt: skip
+    proc = cli("train", *search, "hydra.sweeper.n_trials=3")
+    assert proc.returncode == 1 and "1 job(s) of the sweep" in proc.stderr  # the study went on, and says so
+    study = optuna.load_study(study_name="t", storage=storage)
+    states = [(t.params["model.lr"], t.state.name) for t in study.trials]
+    assert states == [(0.001, "COMPLETE"), (0.001, "COMPLETE"), (1e30, "FAIL")], states
+    assert all(t.value > 0 for t in study.trials if t.state.name == "COMPLETE")  # val/best_loss, never NaN
+    assert "genlab: job 2 diverged: training diverged at step 2" in proc.stderr
+    ok(cli("train", *search, "hydra.sweeper.n_trials=1", "model.lr=0.001"))  # the study resumed from its database
+    assert len(optuna.load_study(study_name="t", storage=storage).trials) == 4
+
+
+def test_a_joblib_sweep_runs_its_jobs_in_parallel_processes(cli):
+    proc = ok(cli("train", "-m", *FAST, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model.latent_dim=2,3"))
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    (sweep,) = (proc.log_dir / "train" / "multiruns").iterdir()
+    assert [metrics_of(sweep / str(j))["status"] for j in (0, 1)] == ["ok", "ok"]

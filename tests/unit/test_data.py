@@ -87,6 +87,18 @@ def test_eval_shards_cover_every_example_exactly_once(world, n):
     assert sorted(seen.tolist()) == list(range(n))
 
 
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_pass_shards_of_a_fitted_model_see_every_example_once_a_pass(world):
+    """What ``pass_dataloader`` serves a model fitted by passes under DDP: shuffled, no batch dropped."""
+    n = 103  # not a multiple of any world size
+    lv, y = torch.arange(n).view(n, 1), torch.arange(n)
+    loaders = [TensorBatchLoader(lv, y, 8, lambda t: t, shuffle=True, drop_last=False, rank=r, world_size=world)
+               for r in range(world)]  # fmt: skip
+    for _ in range(2):  # every pass, with its own permutation
+        seen = torch.cat([b for ld in loaders for _, b in ld])
+        assert sorted(seen.tolist()) == list(range(n))
+
+
 def test_train_shards_are_equal_disjoint_and_reshuffled():
     n, world = 101, 2
     lv, y = torch.arange(n).view(n, 1), torch.arange(n)
