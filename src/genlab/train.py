@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from genlab.errors import ConfigError, Diverged
@@ -126,6 +127,8 @@ def train(cfg: DictConfig) -> float | None:
                                      **({"plugins": plugins} if plugins else {}))  # fmt: skip
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if isinstance(logger, WandbLogger):  # the run's summary holds the best validation loss, not the last
+            logger.experiment.define_metric("val/loss", summary="min")
 
     start = time.perf_counter()
     if model.can("fit"):  # fitted by passes over the data (closed form / EM), on Lightning Fabric

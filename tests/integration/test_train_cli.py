@@ -11,16 +11,21 @@ from PIL import Image
 from tests.conftest import QUIET, ok, run_dirs
 
 
-def wandb_logged_values(data: bytes, key: str) -> list[float]:
-    """Values logged under ``key`` in a wandb run file: history items are protobuf fields
+def wandb_logged_items(data: bytes, key: str) -> list:
+    """Values logged under ``key`` in a wandb run file, JSON-decoded: history and summary items are protobuf fields
     ``key`` (tag 0x12) then ``value_json`` (tag 0x82 0x01), each a length-prefixed string."""
     head = bytes([0x12, len(key)]) + key.encode() + b"\x82\x01"
     values, i = [], data.find(head)
     while i >= 0:
         start = i + len(head) + 1
-        values.append(float(data[start : start + data[i + len(head)]]))
+        values.append(json.loads(data[start : start + data[i + len(head)]]))
         i = data.find(head, start)
     return values
+
+
+def wandb_logged_values(data: bytes, key: str) -> list[float]:
+    """The numbers logged under ``key`` (history), without summary items such as ``{"min": ...}``."""
+    return [float(v) for v in wandb_logged_items(data, key) if isinstance(v, (int, float))]
 
 
 def metrics_of(run_dir):
@@ -149,6 +154,9 @@ def test_wandb_offline_run_holds_metrics_and_images(cli):
     (run_file,) = wandb_run.glob("run-*.wandb")  # the file `wandb sync` uploads
     logged = wandb_logged_values(run_file.read_bytes(), "test/bits_per_dim")
     assert logged and logged[-1] == pytest.approx(metrics_of(run)["test/bits_per_dim"], rel=1e-6)
-    assert len(set(wandb_logged_values(run_file.read_bytes(), "val/loss"))) == 2  # one per epoch (+ summary)
+    val = wandb_logged_values(run_file.read_bytes(), "val/loss")
+    assert len(set(val)) == 2  # one per epoch
+    summaries = [v for v in wandb_logged_items(run_file.read_bytes(), "val/loss") if isinstance(v, dict)]
+    assert summaries and summaries[-1]["min"] == pytest.approx(min(val))  # the run's summary: the best, not the last
     images = list((wandb_run / "files" / "media" / "images").rglob("*.png"))
     assert any("samples" in p.name for p in images) and any("reconstructions" in p.name for p in images)
