@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from genlab.errors import ConfigError
+from genlab.checks import positive_int
 from genlab.evaluation.context import Context, Outcome
 from genlab.evaluation.representation import save_grid
 
@@ -23,10 +23,7 @@ def k_setting(ctx: Context) -> int:
     Raises:
         ConfigError: unless it is a positive integer.
     """
-    k = ctx.section("prototypes").get("k", 8)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ConfigError(f"evaluation.prototypes.k must be a positive integer, got {k!r}")
-    return k
+    return positive_int("evaluation.prototypes.k", ctx.section("prototypes").get("k", 8))
 
 
 def check(ctx: Context) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genlab.checks import require
 from genlab.errors import ConfigError
 from genlab.evaluation.context import Context, Outcome
 
@@ -44,8 +45,8 @@ DEFAULTS = {"labels_per_class": [], "seeds": 3, "clustering": False, "interpolat
 
 def _positive_int(section: dict[str, Any], key: str, minimum: int = 1) -> int:
     value = section.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"evaluation.representation.{key} must be an integer >= {minimum}, got {value!r}")
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    require(ok, f"evaluation.representation.{key}", f"an integer >= {minimum}", value)  # genlab.checks' message
     return value
 
 

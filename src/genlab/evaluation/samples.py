@@ -149,34 +149,59 @@ def check(ctx: Context) -> None:
 
 
 # --- the numbers --------------------------------------------------------------------------------
-@torch.no_grad()
+class AgainstReal:
+    """FID and KID of one image set after another against one fixed real set, whose features are taken once
+    (torchmetrics' ``reset_real_features=False``; ``reset()`` then clears only the other set).
+
+    torchmetrics' ``FrechetInceptionDistance`` (Heusel et al. 2017; float64 statistics) and
+    ``KernelInceptionDistance`` (Bińkowski et al. 2018; ``kid_subsets`` subsets of ``kid_subset_size``) with
+    ``feature=net``. Both are estimates whose bias depends on ``N``; units: squared feature units.
+
+    Args:
+        net: the feature network (``num_features`` set).
+        real: ``(N, C, H, W)`` real images on the level grid.
+        s: the sample settings; ctx: batch size and device.
+    """
+
+    @torch.no_grad()
+    def __init__(self, net: torch.nn.Module, real: torch.Tensor, s: SampleSettings, ctx: Context) -> None:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+        from torchmetrics.image.kid import KernelInceptionDistance
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            self.fid = FrechetInceptionDistance(feature=net, reset_real_features=False).to(ctx.device)
+            self.kid = KernelInceptionDistance(feature=net, subsets=s.kid_subsets, subset_size=s.kid_subset_size,
+                                               reset_real_features=False).to(ctx.device)  # fmt: skip
+        self.ctx = ctx
+        self._update(real, real=True)
+
+    def _update(self, images: torch.Tensor, real: bool) -> None:
+        for i in range(0, len(images), self.ctx.batch_size):
+            b = images[i : i + self.ctx.batch_size].to(self.ctx.device, torch.float32)
+            self.fid.update(b, real=real)
+            self.kid.update(b, real=real)
+
+    @torch.no_grad()
+    def __call__(self, fake: torch.Tensor, salt: int) -> tuple[float, float, float]:
+        """``(FID, KID mean, KID std over subsets)`` of ``fake`` ``(N, C, H, W)``; KID's subsets are drawn with the
+        global generator seeded by ``ctx.seed + salt`` inside a forked RNG."""
+        self._update(fake, real=False)
+        value = float(self.fid.compute())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.ctx.seed + salt)
+            kid_mean, kid_std = self.kid.compute()
+        self.fid.reset()
+        self.kid.reset()
+        return value, float(kid_mean), float(kid_std)
+
+
 def fid_kid(
     net: torch.nn.Module, fake: torch.Tensor, real: torch.Tensor, s: SampleSettings, ctx: Context, salt: int
 ) -> tuple[float, float, float]:
-    """``(FID, KID mean, KID std over subsets)`` of ``fake`` vs ``real`` images ``(N, C, H, W)`` on the level grid.
-
-    torchmetrics' ``FrechetInceptionDistance`` (Heusel et al. 2017; float64 statistics) and
-    ``KernelInceptionDistance`` (Bińkowski et al. 2018; ``kid_subsets`` subsets of ``kid_subset_size``,
-    drawn with the global generator seeded by ``ctx.seed + salt`` inside a forked RNG) with ``feature=net``.
-    Both are estimates whose bias depends on ``N``; units: squared feature units.
-    """
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        fid = FrechetInceptionDistance(feature=net).to(ctx.device)
-        kid = KernelInceptionDistance(feature=net, subsets=s.kid_subsets, subset_size=s.kid_subset_size).to(ctx.device)
-    for images, is_real in ((real, True), (fake, False)):
-        for i in range(0, len(images), ctx.batch_size):
-            b = images[i : i + ctx.batch_size].to(ctx.device, torch.float32)
-            fid.update(b, real=is_real)
-            kid.update(b, real=is_real)
-    value = float(fid.compute())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed + salt)
-        kid_mean, kid_std = kid.compute()
-    return value, float(kid_mean), float(kid_std)
+    """``(FID, KID mean, KID std over subsets)`` of ``fake`` vs ``real`` images ``(N, C, H, W)`` on the level grid
+    (one comparison of :class:`AgainstReal`)."""
+    return AgainstReal(net, real, s, ctx)(fake, salt)
 
 
 def classifier_score(probs: torch.Tensor) -> float:
@@ -226,13 +251,12 @@ def run(ctx: Context) -> Outcome:
     m.update(info)
     m["fid_num_samples"] = n
     m["fid_real_floor_sets"] = how
-    fid, kid, kid_std = fid_kid(net, real_b, real_a, s, ctx, SALT_KID)
-    m["fid_real_floor"], m["kid_real_floor"], m["kid_std_real_floor"] = fid, kid, kid_std
+    against = AgainstReal(net, real_a, s, ctx)  # the held-out set's features, taken once for every comparison
+    m["fid_real_floor"], m["kid_real_floor"], m["kid_std_real_floor"] = against(real_b, SALT_KID)
     for form in ctx.sample_forms():
         suffix = "" if form == "draw" else f"_{form}"
         x = to_levels(ctx.samples(n, form), ctx.spec)
-        fid, kid, kid_std = fid_kid(net, x, real_a, s, ctx, SALT_KID)
-        m[f"fid{suffix}"], m[f"kid{suffix}"], m[f"kid_std{suffix}"] = fid, kid, kid_std
+        m[f"fid{suffix}"], m[f"kid{suffix}"], m[f"kid_std{suffix}"] = against(x, SALT_KID)
         m.update(_classifier_numbers(ctx, net, x, suffix))
         if ctx.cfg.get("figures"):
             from torchvision.utils import save_image

@@ -36,18 +36,20 @@ def run_group(task_name: str) -> str:
     return f"{task_name}-{Path(hc.sweep.dir).name}" if hc.mode == RunMode.MULTIRUN else task_name
 
 
-def run_name(default: str) -> str:
-    """The wandb run name: the job's overrides (``model.latent_dim=8,model=vae_cnn``), or ``default`` without any.
+def measured_overrides() -> list[str]:
+    """The job's overrides that change what is measured: logger, callback, path and Hydra settings left out."""
+    return [o for o in overrides() if not o.lstrip("+~").startswith(("logger", "callbacks", "paths", "hydra"))]
 
-    Logger, callback, path and Hydra settings are left out: they do not change what is measured."""
-    chosen = [o for o in overrides() if not o.lstrip("+~").startswith(("logger", "callbacks", "paths", "hydra"))]
-    return ",".join(chosen) or default
+
+def run_name(default: str) -> str:
+    """The wandb run name: the job's :func:`measured_overrides` (``model.latent_dim=8,model=vae_cnn``), or
+    ``default`` without any."""
+    return ",".join(measured_overrides()) or default
 
 
 def run_tags(base: list[str]) -> list[str]:
-    """The wandb tags: ``base`` plus one per override that made the job (each cut to wandb's 64 characters)."""
-    chosen = [o for o in overrides() if not o.lstrip("+~").startswith(("logger", "callbacks", "paths", "hydra"))]
-    return list(dict.fromkeys([*base, *(o[:64] for o in chosen)]))
+    """The wandb tags: ``base`` plus one per :func:`measured_overrides` item (cut to wandb's 64 characters)."""
+    return list(dict.fromkeys([*base, *(o[:64] for o in measured_overrides())]))
 
 
 def resume_dir(runs_root: str, ckpt_path: Any, fresh: str) -> str:
