@@ -106,11 +106,12 @@ def instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(c) for c in group.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def versions() -> dict[str, str]:
-    """Versions of genlab and the libraries that decide its numbers."""
+def versions() -> dict[str, Any]:
+    """Versions of genlab and the libraries that decide its numbers, and torch's intra-op thread count."""
     import torch
 
-    return {"genlab": genlab.__version__, "torch": torch.__version__, "lightning": L.__version__}
+    return {"genlab": genlab.__version__, "torch": torch.__version__, "lightning": L.__version__,
+            "torch_threads": torch.get_num_threads()}  # fmt: skip
 
 
 def overrides() -> list[str]:
@@ -230,6 +231,18 @@ def record_failure(cfg: DictConfig, status: str, reason: str, checkpoint: str = 
         log_error(f"could not record the failure in metrics.json: {e}")
 
 
+def pin_threads() -> int:
+    """Give torch ``$OMP_NUM_THREADS`` intra-op threads when it is set (``hydra.job.env_set`` sets it per job, also in
+    a launcher's worker process whose torch started earlier with another count). Returns ``torch.get_num_threads()``.
+    """
+    import torch
+
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
 def _genlab_cause(e: BaseException) -> GenlabError | None:
     cause: BaseException | None = e
     while cause is not None and not isinstance(cause, GenlabError):
@@ -249,6 +262,7 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig, record: bool = F
     The wandb run is always finished, whether the task succeeds or fails, and before the error line,
     so that the error is the last thing printed.
     """
+    pin_threads()
     try:
         result = task(cfg)
     except MissingMandatoryValue as e:
