@@ -66,20 +66,29 @@ def cli(tmp_path: Path, feature_cache: Path) -> Callable[..., subprocess.Complet
     Returns the completed process; its ``.log_dir`` attribute is the outputs folder.
     """
     log_dir = tmp_path / "outputs"
+    # GENLAB_ROOT puts outputs/ in tmp_path through the default paths config, as a user's run would
+    env = {**os.environ, **CLI_ENV, "GENLAB_ROOT": str(tmp_path), "GENLAB_DATA_DIR": str(tmp_path / "data"),
+           "GENLAB_CACHE_DIR": str(feature_cache)}  # fmt: skip
 
-    def run(module: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        # GENLAB_ROOT puts outputs/ in tmp_path through the default paths config, as a user's run would
-        env = {**os.environ, **CLI_ENV, "GENLAB_ROOT": str(tmp_path), "GENLAB_DATA_DIR": str(tmp_path / "data"),
-               "GENLAB_CACHE_DIR": str(feature_cache)}  # fmt: skip
+    def command(module: str, overrides: tuple[str, ...]) -> list[str]:
         flags = [o for o in overrides if o.startswith("-")]  # e.g. -m (multirun) goes before the overrides
         rest = [o for o in overrides if not o.startswith("-")]
         if module in ("train", "eval") and not any(o.startswith("evaluation") for o in rest):
             rest.append("evaluation=none")  # evaluation has its own tests: the others need not pay for it
-        cmd = [sys.executable, "-m", f"genlab.{module}", *flags, *rest]
+        return [sys.executable, "-m", f"genlab.{module}", *flags, *rest]
+
+    def run(module: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        cmd = command(module, overrides)
         proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         proc.log_dir = log_dir
         return proc
 
+    def start(module: str, *overrides: str) -> subprocess.Popen:
+        """The same command, started in the background (``cli.start``), its output in pipes."""
+        cmd = command(module, overrides)
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    run.start = start
     return run
 
 

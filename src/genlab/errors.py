@@ -25,6 +25,16 @@ class Diverged(GenlabError, RuntimeError):
     checkpoint: str = ""
 
 
+class Interrupted(GenlabError, RuntimeError):
+    """Fitting was stopped from outside (SIGTERM, Ctrl+C, a launcher's exit) after saving ``checkpoint``
+    (``status: interrupted``; the run resumes with ``ckpt_path=last`` or ``auto``). The exit code is
+    ``128 + signal`` (143 for SIGTERM), as a shell reports a process killed by that signal.
+    """
+
+    checkpoint: str = ""
+    exit_code: int = 143
+
+
 class JobFailed(CompactHydraException):
     """Raised at the end of a failed multirun job, so that Hydra records the job as failed and goes on with the
     next one; Hydra prints its one-line message when the sweep ends."""

@@ -19,15 +19,17 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from genlab.errors import ConfigError, Diverged
+from genlab.callbacks.preemption import CheckpointOnInterrupt
+from genlab.errors import ConfigError, Diverged, Interrupted
 from genlab.evaluation import evaluate, preflight, settings
 from genlab.passes import fit_by_passes
 from genlab.utils.checkpoint import read_meta
 from genlab.utils.console import print_summary
+from genlab.utils.distributed import job_ranks
 from genlab.utils.files import AtomicCheckpointIO
-from genlab.utils.runs import finish_wandb, finished, instantiate_all, output_dir, run_cli, write_metrics
+from genlab.utils.runs import finish_wandb, finished, in_multirun, instantiate_all, output_dir, run_cli, write_metrics
 
 
 def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
@@ -46,30 +48,32 @@ def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
     return (time.perf_counter() - start) / n
 
 
-def refuse_ddp_in_multirun(cfg: DictConfig) -> None:
-    """Lightning's ``ddp`` launcher re-runs the command line for ranks > 0, which inside a Hydra
-    multirun would start a whole sweep per rank.
+def interrupted(trainer: L.Trainer, callbacks: list[Any]) -> Interrupted | None:
+    """The :class:`Interrupted` error for a fit that :class:`CheckpointOnInterrupt` saved (``None`` if it did not)."""
+    cb = next((c for c in callbacks if isinstance(c, CheckpointOnInterrupt) and c.saved), None)
+    if cb is None:
+        return None
+    err = Interrupted(f"stopped by {cb.signal} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                      f"{cb.saved} holds the run: resume it with ckpt_path=last (or auto in its folder)")  # fmt: skip
+    err.checkpoint, err.exit_code = str(cb.saved), 130 if cb.signal == "SIGINT" else 143
+    return err
 
-    Raises:
-        ConfigError: for a subprocess-launched DDP strategy with more than one device in a multirun.
-    """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
-    strategy = cfg.trainer.get("strategy")
-    name = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
-    devices = cfg.trainer.get("devices")
-    many = devices == -1 or (isinstance(devices, int) and devices > 1) or not isinstance(devices, int)
-    if HydraConfig.get().mode == RunMode.MULTIRUN and "ddp" in name.lower() and "spawn" not in name and many:
-        raise ConfigError(
-            "DDP (trainer=ddp / ddp_sim) cannot run inside a multirun (-m): Lightning relaunches the "
-            "command line for each rank. Run each DDP job on its own, or use trainer.strategy=ddp_spawn."
-        )
+def resume_wandb_run(cfg: DictConfig, ckpt_path: str) -> None:
+    """Make ``logger.wandb`` continue the wandb run that wrote ``ckpt_path`` (its id is stored in the checkpoint;
+    wandb's ``resume="allow"``), so a resumed run's history stays one run on the dashboard."""
+    run_id = read_meta(ckpt_path).get("wandb_id")
+    wandb = (cfg.get("logger") or {}).get("wandb")
+    if run_id and isinstance(wandb, DictConfig) and "WandbLogger" in str(wandb.get("_target_", "")):
+        with open_dict(wandb):
+            wandb.id, wandb.resume = run_id, "allow"
 
 
 def resolve_checkpoint(ckpt_path: str | None, out: Path) -> str | None:
     """The checkpoint to resume from: ``None``, a path, or ``last`` / ``best`` of the run folder ``out`` (which
     ``conf/hydra/default.yaml`` points at the newest unfinished run of the task, or ``hydra.run.dir`` names).
+    ``auto``: ``out``'s ``last.ckpt`` when there is one, else a fresh start (for jobs a scheduler may requeue in their
+    own folder).
 
     Raises:
         ConfigError: for ``last`` / ``best`` when the folder holds no such checkpoint (never a silent fresh start).
@@ -78,6 +82,10 @@ def resolve_checkpoint(ckpt_path: str | None, out: Path) -> str | None:
     if ckpt_path is None:
         return None
     folder = out / "checkpoints"
+    if str(ckpt_path) == "auto":
+        ckpt_path = "last" if (folder / "last.ckpt").is_file() else None
+        if ckpt_path is None:
+            return None
     if str(ckpt_path) in ("last", "best"):
         path = folder / "last.ckpt"
         if path.is_file() and ckpt_path == "best":
@@ -95,14 +103,26 @@ def resolve_checkpoint(ckpt_path: str | None, out: Path) -> str | None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``)."""
+    """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``). In a multirun,
+    the ranks of a DDP job run that job alone (:func:`genlab.utils.distributed.job_ranks`)."""
+    with job_ranks(in_multirun()):
+        return fit_test_report(cfg)
+
+
+def fit_test_report(cfg: DictConfig) -> float | None:
+    """The body of :func:`train`.
+
+    Raises:
+        Interrupted: when SIGTERM, Ctrl+C or a launcher's exit stopped fitting (``checkpoints/last.ckpt`` saved).
+        Diverged: for a non-finite or exploding loss, or a non-finite ``optimized_metric``.
+    """
     out = output_dir()
     if finished(out / "metrics.json"):  # a failed or diverged run may be run again in its folder
         raise ConfigError(f"{out} already holds a finished run; choose a new hydra.run.dir")
-    refuse_ddp_in_multirun(cfg)
     ckpt_path = resolve_checkpoint(cfg.get("ckpt_path"), out)
     if ckpt_path:
         print(f"resuming from {ckpt_path} in {out}")
+        resume_wandb_run(cfg, ckpt_path)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
 
@@ -130,6 +150,8 @@ def train(cfg: DictConfig) -> float | None:
         if isinstance(logger, WandbLogger):  # the run's summary holds the best validation loss, not the last
             logger.experiment.define_metric("val/loss", summary="min")
 
+    model.genlab_meta["wandb_id"] = next((lg.version for lg in loggers if isinstance(lg, WandbLogger)), None)
+
     start = time.perf_counter()
     if model.can("fit"):  # fitted by passes over the data (closed form / EM), on Lightning Fabric
         best = fit_by_passes(model, datamodule, trainer, ckpt_path=ckpt_path)
@@ -140,6 +162,8 @@ def train(cfg: DictConfig) -> float | None:
             cb = trainer.checkpoint_callback
             e.checkpoint = (cb.last_model_path or cb.best_model_path) if cb else ""
             raise
+        except (SystemExit, KeyboardInterrupt) as e:  # SIGTERM is Lightning's SIGTERMException, a SystemExit
+            raise interrupted(trainer, callbacks) or e from None
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     fit_seconds = time.perf_counter() - start
     trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True, verbose=False)

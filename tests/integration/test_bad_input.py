@@ -57,10 +57,6 @@ def test_bad_inputs_fail_clearly_and_leave_earlier_runs_alone(cli, earlier_run, 
     proc = cli("train", "model.likelihood=bernoulli", *QUIET)
     assert_clear_failure(proc, "data.representation=binarized")
 
-    # DDP inside a multirun would relaunch the whole sweep per rank
-    proc = cli("train", "-m", "trainer=ddp_sim", *QUIET)  # a multirun job's error fails the job: Hydra exits 1
-    assert_clear_failure(proc, "cannot run inside a multirun", code=1)
-
     # a required value left out
     proc = cli("eval")
     assert_clear_failure(proc, "ckpt_path is required")

@@ -35,32 +35,69 @@ def rank_and_world(trainer: L.Trainer | None) -> tuple[int, int]:
 
 
 def follow_trainer(loader: TensorBatchLoader | Any, trainer: L.Trainer | None) -> Any:
-    """Make ``loader`` take its epoch from ``trainer.current_epoch`` at every pass (``loader.epoch_of``), so a
-    resumed run continues the sequence of permutations where it stopped instead of repeating the first epoch's.
-    Without a Trainer (a Fabric fit) the loader counts its own passes. Returns ``loader``."""
+    """Make ``loader`` take its epoch from ``trainer.current_epoch`` at every pass (``loader.epoch_of``) and its
+    position in the epoch from the batches the trainer has trained on (``loader.position_of``), so a resumed run,
+    also from a checkpoint written mid-epoch, continues the sequence of batches exactly where it stopped. Without a
+    Trainer (a Fabric fit) the loader counts its own passes. Returns ``loader``."""
     if trainer is not None:
         loader.epoch_of = lambda: int(trainer.current_epoch)
+        # Lightning prefetches one batch, so the loader's own count runs ahead of training: ask the loop instead
+        loader.position_of = lambda: int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
     return loader
 
 
-class TensorBatchLoader:
+class ResumableLoader:
+    """The ``state_dict`` / ``load_state_dict`` pair that makes a loader resumable mid-epoch (Lightning saves and
+    restores the state of any training loader that has both, Lightning's ``_Stateful``).
+
+    A loader sets ``epoch`` (of its next pass) and counts ``yielded`` batches; :meth:`start` returns the batch a
+    pass begins at: ``0``, or the saved position when the pass is the epoch a checkpoint was written in.
+    """
+
+    epoch: int = 0
+    yielded: int = 0
+    epoch_of: Callable[[], int] | None = None  # see follow_trainer
+    position_of: Callable[[], int] | None = None
+    _resume: tuple[int, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"epoch": e, "batch": k}``: ``k`` batches of epoch ``e`` have been trained on."""
+        position = self.position_of() if self.position_of is not None else self.yielded
+        return {"epoch": max(self.epoch - 1, 0), "batch": int(position)}  # ``epoch`` already counts the pass
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue at batch ``state["batch"]`` when the next pass is epoch ``state["epoch"]``."""
+        self._resume = (int(state["epoch"]), int(state["batch"]))
+
+    def start(self) -> int:
+        """The first batch of the pass that begins now (call after ``epoch`` is set); clears a loaded position."""
+        resume, self._resume = self._resume, None
+        return resume[1] if resume is not None and resume[0] == self.epoch else 0
+
+
+class TensorBatchLoader(ResumableLoader):
     """Iterate over ``(x, y)`` batches sliced from tensors held in memory.
 
     Shuffles with a permutation seeded by ``seed + epoch`` (the epoch counts calls to ``__iter__``),
     so every process of a distributed run draws the same permutation and takes its own shard
     ``perm[rank::world_size]``. Shards of a loader that drops the last partial batch (gradient
     training) are cut to equal length (as ``DistributedSampler`` with ``drop_last``); other shards are
-    not cut or padded, so each example counts exactly once.
+    not cut or padded, so each example counts exactly once. With ``seeded_noise`` the transform gets a
+    generator seeded by ``(seed, epoch, rank, batch)``, so a batch's noise never depends on the global RNG
+    or on how far ahead a loop prefetches. Resumable mid-epoch (:class:`ResumableLoader`).
 
     Args:
         levels: ``(N, ...)`` integer-level tensor (any dtype).
         labels: ``(N,)`` int64 labels.
         batch_size: examples per batch (> 0).
-        transform: maps a ``(B, ...)`` slice of ``levels`` to the float batch.
+        transform: maps a ``(B, ...)`` slice of ``levels`` to the float batch (``transform(slice, generator=g)``
+            with ``seeded_noise``).
         shuffle: reshuffle every epoch.
         drop_last: drop a final partial batch.
         seed: base seed of the permutation.
         rank, world_size: this process's shard of a distributed run.
+        seeded_noise: pass the transform a per-batch generator (the noise of dequantized and dynamically
+            binarized training batches).
     """
 
     def __init__(
@@ -74,15 +111,14 @@ class TensorBatchLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        seeded_noise: bool = False,
     ) -> None:
         if batch_size <= 0:
             raise ConfigError(f"batch_size must be positive, got {batch_size}")
         self.levels, self.labels = levels, labels
         self.batch_size, self.transform = batch_size, transform
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-        self.epoch_of: Callable[[], int] | None = None  # see follow_trainer
+        self.rank, self.world_size, self.seeded_noise = rank, world_size, seeded_noise
 
     def _num_local(self) -> int:
         n = len(self.levels)
@@ -103,14 +139,21 @@ class TensorBatchLoader:
             index = torch.randperm(n, generator=g)[self.rank :: self.world_size][: self._num_local()]
         else:
             index = torch.arange(n)[self.rank :: self.world_size]
+        first, epoch = self.start(), self.epoch
         self.epoch += 1
-        for b in range(len(self)):
+        for b in range(first, len(self)):
+            self.yielded = b + 1
             idx = index[b * self.batch_size : (b + 1) * self.batch_size]
             if not self.shuffle and self.world_size == 1:
                 sl = slice(int(idx[0]), int(idx[-1]) + 1)  # contiguous: a view, no gather
-                yield self.transform(self.levels[sl]), self.labels[sl]
+                levels, labels = self.levels[sl], self.labels[sl]
             else:
-                yield self.transform(self.levels[idx]), self.labels[idx]
+                levels, labels = self.levels[idx], self.labels[idx]
+            if self.seeded_noise:
+                g = torch.Generator().manual_seed(((self.seed * 100_003 + epoch) * 1_009 + self.rank) * 1_000_003 + b)
+                yield self.transform(levels, generator=g), labels
+            else:
+                yield self.transform(levels), labels
 
 
 def split_off(levels: torch.Tensor, labels: torch.Tensor, fraction: float, seed: int) -> tuple[Batch, Batch]:
@@ -245,7 +288,7 @@ class TensorDataModule(L.LightningDataModule):
         rank, world = rank_and_world(self.trainer)
         loader = TensorBatchLoader(
             lv, y, self.batch_size, self.represent, shuffle=True,
-            drop_last=drop_last, seed=self.seed, rank=rank, world_size=world,
+            drop_last=drop_last, seed=self.seed, rank=rank, world_size=world, seeded_noise=True,
         )  # fmt: skip
         return follow_trainer(loader, self.trainer)
 

@@ -26,13 +26,13 @@ import hashlib
 import math
 import os
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from genlab.data.base import TensorBatchLoader, follow_trainer, rank_and_world
+from genlab.data.base import ResumableLoader, TensorBatchLoader, follow_trainer, rank_and_world
 from genlab.data.spec import IGNORE, CharVocab, DataSpec
 from genlab.errors import ConfigError, DataError
 
@@ -92,13 +92,14 @@ def eval_windows(ids: torch.Tensor, start: int, end: int, block_size: int) -> Ba
     return x, y
 
 
-class RandomWindowLoader:
+class RandomWindowLoader(ResumableLoader):
     """Batches of random windows of ``block_size + 1`` consecutive tokens: ``(x, y)``, each ``(B, T)`` int64.
 
     ``x`` is the first ``T`` tokens of each window, ``y`` the last ``T`` (the next token at every
     position). Window starts are uniform over ``[0, N - T - 1]``, drawn from a generator seeded by
     ``seed``, the epoch (calls to ``__iter__``) and the rank, so each process of a distributed run draws
-    its own windows. One vectorised gather per batch.
+    its own windows. One vectorised gather per batch. Resumable mid-epoch (:class:`ResumableLoader`): a resumed
+    pass draws and drops the starts of the batches already trained on.
 
     Args:
         ids: ``(N,)`` int64 tokens, ``N >= block_size + 1``.
@@ -115,8 +116,6 @@ class RandomWindowLoader:
         self.ids, self.block_size, self.batch_size, self.num_batches = ids, block_size, batch_size, num_batches
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.offsets = torch.arange(block_size + 1)
-        self.epoch = 0
-        self.epoch_of: Callable[[], int] | None = None  # see genlab.data.base.follow_trainer
 
     def __len__(self) -> int:
         return self.num_batches
@@ -125,10 +124,14 @@ class RandomWindowLoader:
         if self.epoch_of is not None:
             self.epoch = self.epoch_of()
         g = torch.Generator().manual_seed(self.seed + 7919 * self.epoch + 1_000_003 * self.rank)
+        first = self.start()
         self.epoch += 1
         high = len(self.ids) - self.block_size
-        for _ in range(self.num_batches):
+        for b in range(self.num_batches):
             starts = torch.randint(0, high, (self.batch_size,), generator=g)
+            if b < first:
+                continue
+            self.yielded = b + 1
             w = self.ids[starts[:, None] + self.offsets]
             yield w[:, :-1], w[:, 1:]
 

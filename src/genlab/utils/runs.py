@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 import genlab
-from genlab.errors import ConfigError, Diverged, GenlabError, JobFailed
+from genlab.errors import ConfigError, Diverged, GenlabError, Interrupted, JobFailed
 
 OmegaConf.register_new_resolver(
     "genlab.wandb_offline", lambda: os.environ.get("WANDB_MODE", "offline") != "online", replace=True
@@ -148,7 +148,7 @@ def git_state() -> dict[str, Any]:
 
 def finished(path: Path) -> bool:
     """Whether ``path`` (a ``metrics.json``) records a finished run: ``status`` ``ok`` (or a file from before
-    ``status`` existed). Failed and diverged runs may be run again in their folder."""
+    ``status`` existed). Failed, diverged and interrupted runs may be run again in their folder."""
     if not path.is_file():
         return False
     try:
@@ -169,8 +169,9 @@ def config_record(cfg: DictConfig) -> dict[str, Any]:
 def write_metrics(
     path: Path, metrics: dict[str, Any], cfg: DictConfig, status: str = "ok", reason: str | None = None, **extra: Any
 ) -> Path:
-    """Write ``metrics.json``: flat ``stage/name`` numbers, ``status`` (``ok``, ``failed`` or ``diverged``, with
-    ``reason``), plus ``config`` (the overrides and the resolved config), ``versions`` and ``git``.
+    """Write ``metrics.json``: flat ``stage/name`` numbers, ``status`` (``ok``, ``failed``, ``diverged`` or
+    ``interrupted``, with ``reason``), plus ``config`` (the overrides and the resolved config), ``versions``
+    and ``git``.
 
     Raises:
         ConfigError: if ``path`` holds a finished ``ok`` run (it is never overwritten).
@@ -255,8 +256,9 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig, record: bool = F
 
     A :class:`GenlabError` (also wrapped by Hydra's instantiate) or a missing required value (``???``) becomes one
     line on stderr and in the job log. Any other exception keeps its traceback (in the log too). With ``record``,
-    the job's ``metrics.json`` then says ``status: failed`` (``diverged`` for :class:`Diverged`) and why. A single
-    run exits with code 2 (1 for a traceback); a multirun job raises, so that Hydra records it as failed and the
+    the job's ``metrics.json`` then says ``status: failed`` (``diverged`` for :class:`Diverged`, ``interrupted`` for
+    :class:`Interrupted`) and why. A single run exits with code 2 (143 when interrupted by SIGTERM, 1 for a
+    traceback); a multirun job raises, so that Hydra records it as failed and the
     sweep goes on with the next job and ends with a non-zero exit code.
 
     The wandb run is always finished, whether the task succeeds or fails, and before the error line,
@@ -278,7 +280,9 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig, record: bool = F
         finish_wandb(failed=False)
         return result
     finish_wandb(failed=True)
-    status = "diverged" if isinstance(cause, Diverged) else "failed"
+    status = "failed"
+    if isinstance(cause, (Diverged, Interrupted)):
+        status = "diverged" if isinstance(cause, Diverged) else "interrupted"
     if record:
         record_failure(cfg, status, reason, getattr(cause, "checkpoint", ""))
     traceback = cause is None and not isinstance(exc, MissingMandatoryValue)
@@ -291,4 +295,4 @@ def run_cli(task: Callable[[DictConfig], Any], cfg: DictConfig, record: bool = F
         raise JobFailed(
             f"genlab: job {job.num} ({' '.join(overrides()) or 'no overrides'}) {status}: {reason}"
         ) from None
-    sys.exit(2)
+    sys.exit(getattr(cause, "exit_code", 2))
