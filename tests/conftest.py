@@ -88,7 +88,7 @@ def cli(tmp_path: Path, feature_cache: Path) -> Callable[..., subprocess.Complet
         cmd = command(module, overrides)
         return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    run.start = start
+    run.start, run.env, run.log_dir = start, env, log_dir
     return run
 
 

@@ -64,9 +64,34 @@ def resume_dir(runs_root: str, ckpt_path: Any, fresh: str) -> str:
     return str(max(candidates, key=lambda p: p.name)) if candidates else fresh
 
 
-def resume_subdir(run_dir: str) -> str:
+def run_stamp(now: str) -> str:
+    """The name of a fresh run folder: the time ``now``, or, when an external launcher started the ranks of one run,
+    a name every rank computes alike: ``torchrun-<rdzv id>`` under ``torchrun`` (its ``TORCHELASTIC_RUN_ID``; pass
+    ``--standalone`` or ``--rdzv-id``), ``slurm-<job>-<step>`` for the tasks of one ``srun`` (also after a requeue).
+    """
+    elastic = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if elastic != "none":
+        return f"torchrun-{elastic}"
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_STEP_ID', '0')}"
+    return now
+
+
+def launched_rank() -> int:
+    """This process's global rank when an external launcher started the ranks (``RANK`` under ``torchrun``,
+    ``SLURM_PROCID`` under ``srun``), else 0."""
+    for key in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def resume_subdir(run_dir: str) -> str | None:
     """Where Hydra writes the job's config: ``.hydra``, or ``.hydra/resume-<n>`` when ``run_dir`` has one already
-    (a resumed run keeps its original ``.hydra/`` and records each resume's config beside it)."""
+    (a resumed run keeps its original ``.hydra/`` and records each resume's config beside it); ``None`` (none at all)
+    for ranks > 0 of a run that ``torchrun`` or ``srun`` started, which share rank 0's folder."""
+    if launched_rank() > 0:
+        return None
     base = Path(run_dir) / ".hydra"
     if not (base / "config.yaml").is_file():
         return ".hydra"
@@ -90,6 +115,8 @@ OmegaConf.register_new_resolver("genlab.log_version", log_version, replace=True)
 OmegaConf.register_new_resolver("genlab.resume_dir", resume_dir, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("genlab.resume_subdir", resume_subdir, replace=True, use_cache=True)  # once a job
 OmegaConf.register_new_resolver("genlab.run_group", run_group, replace=True)
+OmegaConf.register_new_resolver("genlab.run_stamp", run_stamp, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("genlab.rank_suffix", lambda: f"_rank{launched_rank()}" if launched_rank() else "")
 OmegaConf.register_new_resolver("genlab.run_name", run_name, replace=True)
 OmegaConf.register_new_resolver("genlab.run_tags", lambda base: run_tags(list(base)), replace=True)
 

@@ -1,9 +1,11 @@
-"""DDP inside a multirun: one sweep folder, one folder per job, and each job's ranks run that job alone."""
+"""Scaling out on 2 CPU processes (gloo): DDP inside a multirun, and ranks started by torchrun."""
 
 import json
+import subprocess
+import sys
 
 import torch
-from tests.conftest import QUIET, ok
+from tests.conftest import QUIET, REPO, ok
 
 
 def test_a_ddp_sweep_leaves_one_sweep_folder_and_each_job_trains_on_two_processes(cli):
@@ -21,3 +23,16 @@ def test_a_ddp_sweep_leaves_one_sweep_folder_and_each_job_trains_on_two_processe
         assert not (sweep / job / ".hydra" / "resume-1").exists()  # and wrote no config of its own
         ckpt = torch.load(record["artifacts"]["checkpoint"], weights_only=True)
         assert ckpt["genlab"]["model_target"].endswith(cls)  # each job trained its own model
+
+
+def test_torchrun_ranks_share_one_run_folder_and_only_rank_0_writes_the_results(cli):
+    """The multi-node path on one machine: torchrun starts the ranks (Lightning starts none)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "genlab.train", "trainer=ddp_sim", *QUIET, "trainer.max_epochs=1", "evaluation=none"]  # fmt: skip
+    proc = ok(subprocess.run(cmd, cwd=REPO, env=cli.env, capture_output=True, text=True, timeout=600))
+    assert "MEMBER: 2/2" in proc.stdout + proc.stderr
+    (run,) = (cli.log_dir / "train" / "runs").iterdir()  # one folder, named after torchrun's rendezvous id
+    assert run.name.startswith("torchrun-")
+    assert sorted(p.name for p in (run / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    assert sorted(p.name for p in (run / "csv").iterdir()) == ["hparams.yaml", "metrics.csv"]  # rank 0's alone
+    assert (run / "train_rank1.log").is_file() and json.loads((run / "metrics.json").read_text())["status"] == "ok"
