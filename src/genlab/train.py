@@ -91,7 +91,8 @@ def resolve_checkpoint(ckpt_path: str | None, out: Path) -> str | None:
         if path.is_file() and ckpt_path == "best":
             states = read_meta(path, full=True).get("callbacks", {})
             best = [v.get("best_model_path") for k, v in states.items() if k.startswith("ModelCheckpoint")]
-            path = Path(best[0]) if best and best[0] else folder / "missing-best.ckpt"
+            best = [b for b in best if b]  # the time-based checkpoint keeps no best
+            path = Path(best[0]) if best else folder / "missing-best.ckpt"
         if not path.is_file():
             raise ConfigError(f"ckpt_path={ckpt_path}: nothing to resume, {path} does not exist (no unfinished run of "
                               f"this task holds checkpoints/last.ckpt); pass ckpt_path=<file> or "

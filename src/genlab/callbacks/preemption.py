@@ -7,11 +7,13 @@ callback's ``on_exception``; this one writes ``checkpoints/last.ckpt`` there, mi
 (``genlab.data.base.ResumableLoader``) and the model restores its RNG state. Under SLURM, Lightning's
 ``SLURMEnvironment`` also saves and requeues on ``SIGUSR1`` (its ``auto_requeue``). Errors and divergences never
 write here: ``last.ckpt`` keeps the last finite weights (see :mod:`genlab.callbacks.divergence`).
+:class:`TimedCheckpoint` also writes it every so many minutes, for epochs longer than a scheduler's patience.
 """
 
 from __future__ import annotations
 
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
@@ -54,3 +56,34 @@ class CheckpointOnInterrupt(Callback):
         path = self.folder(trainer) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
         trainer.save_checkpoint(path)  # every rank calls it (Lightning broadcasts SIGTERM); rank 0 writes
         self.saved = path
+
+
+class TimedCheckpoint(ModelCheckpoint):
+    """Write ``<dirpath>/last.ckpt`` every ``minutes`` of training, mid-epoch included (Lightning's
+    ``ModelCheckpoint(train_time_interval=...)``, keeping no top-k files); ``minutes=None`` turns it off. The epoch-end
+    checkpoints stay with the main ``ModelCheckpoint``.
+
+    Args:
+        dirpath: the checkpoint folder (the main ``ModelCheckpoint``'s).
+        minutes: wall-clock minutes between saves (> 0), or ``None``.
+    """
+
+    def __init__(self, dirpath: str | None = None, minutes: float | None = None) -> None:
+        interval = timedelta(minutes=minutes) if minutes else None
+        super().__init__(
+            dirpath, save_top_k=0, save_last=True, train_time_interval=interval, enable_version_counter=False
+        )
+        self.minutes = minutes
+
+    def on_train_batch_end(self, *args: object, **kwargs: object) -> None:
+        if self.minutes:
+            super().on_train_batch_end(*args, **kwargs)
+
+    def on_train_epoch_end(self, *args: object, **kwargs: object) -> None:
+        pass  # the main ModelCheckpoint saves at epoch ends
+
+    def on_validation_end(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def on_train_end(self, *args: object, **kwargs: object) -> None:
+        pass
