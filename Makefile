@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 ARGS   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval sample score sweep test test-fast lint format bench clean
+.PHONY: help install train eval sample score sweep report test test-fast lint format bench gpu-check clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ score: $(STAMP) ## how likely is this x: make score ARGS="ckpt_path=... input=di
 sweep: $(STAMP) ## Hydra multirun: make sweep ARGS="model.latent_dim=2,8,32 model=vae_mlp,vae_cnn", or EXP=<experiment>
 	$(BIN)/python -m genlab.train -m $(if $(EXP),experiment=$(EXP)) $(ARGS)
 
+report: $(STAMP) ## a sweep or run as a table, plots and a verdict: make report RUN=outputs/train/multiruns/<time>
+	$(BIN)/python -m genlab.report $(RUN) $(ARGS)
+
 test: $(STAMP) ## run the whole test suite (unit + integration, heavy ones included)
 	$(BIN)/python -m pytest $(ARGS)
 
@@ -52,6 +55,9 @@ format: $(STAMP) ## ruff format and autofix
 
 bench: $(STAMP) ## benchmarks, side by side; writes outputs/bench/<timestamp>.json
 	$(BIN)/python -m genlab.bench $(ARGS)
+
+gpu-check: $(STAMP) ## tiny models of each family on the GPU (fp32, bf16, DDP) against CPU runs; skips without a GPU
+	$(BIN)/python -m genlab.gpu_check $(ARGS)
 
 clean: ## remove run outputs and caches (keeps .venv and downloaded data)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from tests.conftest import QUIET, ok, run_dirs
 
-from genlab.evaluation.schema import entry
+from genlab.schema import entry
 
 TESTS = ("density", "samples", "representation", "prototypes", "classifier", "ood")
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from genlab.evaluation.schema import SCHEMA, entry, markdown
+from genlab.schema import SCHEMA, entry, markdown
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

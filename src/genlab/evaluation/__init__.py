@@ -2,7 +2,7 @@
 
 :func:`evaluate` runs the tests named in ``conf/evaluation/<name>.yaml`` on any model through the
 protocol and its declared capabilities; a test that does not apply is reported as ``"n/a: <reason>"``.
-Every key it writes is listed in :mod:`genlab.evaluation.schema`.
+Every key it writes is listed in :mod:`genlab.schema`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Every key of ``metrics.json``: its unit, and whether the value is exact, a bound or an estimate.
 
 ``SCHEMA`` is the one list; the README's metrics table is printed from it (``python -m
-genlab.evaluation.schema``), and a test checks that every key a run writes is listed. Keys are flat,
+genlab.schema``), and a test checks that every key a run writes is listed. Keys are flat,
 ``<stage>/<name>``; ``<...>`` stands for a part of the name (a transform, a data set, a label budget).
 Kinds: ``exact``; ``bound`` (the VAE's importance-weighted NLL); ``estimate`` (from a finite sample, whose
 size is the key named in the description); ``kind`` (``test/nll_kind`` says which of exact/bound applies);
