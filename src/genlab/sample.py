@@ -25,13 +25,13 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import save_image
 
 from genlab.checks import positive_int
 from genlab.data.spec import CharVocab
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
 from genlab.utils.checkpoint import build_datamodule, load_model
+from genlab.utils.images import save_grid
 from genlab.utils.runs import output_dir, run_cli
 
 IMAGE_SAMPLES, TEXT_SAMPLES = 64, 1
@@ -211,7 +211,7 @@ def draw(cfg: DictConfig) -> torch.Tensor:
     torch.save(x, out / "samples.pt")
     print(f"samples: {out / 'samples.pt'} {tuple(x.shape)}")
     if len(model.spec.shape) == 3:
-        save_image(x.float().clamp(0, 1), out / "samples.png", nrow=cfg.nrow)
+        save_grid(x, out / "samples.png", nrow=cfg.nrow)
         print(f"grid: {out / 'samples.png'}")
     return x
 

@@ -71,8 +71,9 @@ def test_figure_only_with_figures(tmp_path):
     assert set(out.figures) == {"prototypes"} and is_png(out.figures["prototypes"])
     from PIL import Image
 
-    width, height = Image.open(out.figures["prototypes"]).size  # 3 rows of 2k + 1 = 9 tiles (3 px -> 33 px)
-    assert (width, height) == (2 + 9 * (33 + 2), 2 + 3 * (33 + 2))
+    # 3 rows of 2k + 1 = 9 tiles of 3 px with 2 px padding: 47 x 17 px, enlarged 16-fold to a short side >= 256
+    width, height = Image.open(out.figures["prototypes"]).size
+    assert (width, height) == (16 * (2 + 9 * (3 + 2)), 16 * (2 + 3 * (3 + 2)))
 
 
 def test_not_applicable_and_refusal(tmp_path):

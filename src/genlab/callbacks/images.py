@@ -7,9 +7,10 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from genlab.models.base import GenerativeModel
+from genlab.utils.images import save_image_grid
 
 
 class ImageGrids(L.Callback):
@@ -94,7 +95,7 @@ class ImageGrids(L.Callback):
         folder = self.output_dir / "images"
         folder.mkdir(parents=True, exist_ok=True)
         for name, grid in grids.items():
-            save_image(grid, folder / f"{name}_epoch{trainer.current_epoch:03d}.png")
+            save_image_grid(grid, folder / f"{name}_epoch{trainer.current_epoch:03d}.png")
         self._publish(trainer, grids, "val", trainer.global_step)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: GenerativeModel) -> None:
@@ -104,5 +105,5 @@ class ImageGrids(L.Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for name, grid in grids.items():
             self.paths[name] = self.output_dir / f"{name}.png"
-            save_image(grid, self.paths[name])
+            save_image_grid(grid, self.paths[name])
         self._publish(trainer, grids, "test", trainer.global_step)

@@ -14,7 +14,7 @@ import torch
 
 from genlab.checks import positive_int
 from genlab.evaluation.context import Context, Outcome
-from genlab.evaluation.representation import save_grid
+from genlab.utils.images import save_grid
 
 
 def k_setting(ctx: Context) -> int:

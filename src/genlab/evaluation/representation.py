@@ -17,7 +17,6 @@ Only the protocol is used: ``encode``, ``decode``, ``assign``, ``component_vecto
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -27,6 +26,7 @@ import torch
 from genlab.checks import require
 from genlab.errors import ConfigError
 from genlab.evaluation.context import Context, Outcome
+from genlab.utils.images import save_grid
 
 #: L-BFGS iterations of every probe (a probe stopped early is still a linear classifier, slightly pessimistic)
 PROBE_MAX_ITER = 200
@@ -35,7 +35,6 @@ KMEANS_N_INIT = 4
 #: most component images drawn
 MAX_COMPONENTS = 16
 #: figure tiles smaller than this many pixels a side are enlarged (nearest neighbour) to stay legible
-MIN_TILE = 32
 
 
 #: the settings of conf/evaluation/default.yaml, for keys a config leaves out
@@ -256,22 +255,6 @@ def cluster(ctx: Context, x: torch.Tensor, z: torch.Tensor, y: np.ndarray) -> di
 
 
 # --- figures ---------------------------------------------------------------------------------------
-def save_grid(images: torch.Tensor, path: Any, nrow: int) -> Any:
-    """Write ``images`` ``(B, C, H, W)`` (clipped to ``[0, 1]``) as one PNG grid of ``nrow`` columns.
-
-    Tiles under :data:`MIN_TILE` pixels a side are enlarged by an integer factor (nearest neighbour).
-    Uses ``torchvision.utils.save_image``. Returns ``path``.
-    """
-    from torchvision.utils import save_image
-
-    images = images.detach().float().cpu().clamp(0, 1)
-    factor = max(1, math.ceil(MIN_TILE / max(images.shape[-2:])))
-    if factor > 1:
-        images = images.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
-    save_image(images, path, nrow=nrow, padding=2, pad_value=0.5)
-    return path
-
-
 def plane(z: np.ndarray, seed: int) -> tuple[np.ndarray, str]:
     """2-D coordinates of codes ``(N, d)``: the codes when ``d == 2``; the first two principal components
     (scikit-learn ``PCA``) when ``d > 2``; the code against a seeded jitter when ``d == 1``.

@@ -259,10 +259,10 @@ def run(ctx: Context) -> Outcome:
         m[f"fid{suffix}"], m[f"kid{suffix}"], m[f"kid_std{suffix}"] = against(x, SALT_KID)
         m.update(_classifier_numbers(ctx, net, x, suffix))
         if ctx.cfg.get("figures"):
-            from torchvision.utils import save_image
+            from genlab.utils.images import save_grid
 
             path = ctx.figure(f"samples_{form}")
-            save_image(x[:GRID], path, nrow=int(math.ceil(math.sqrt(min(GRID, len(x))))), padding=1, pad_value=0.5)
+            save_grid(x[:GRID].float() / 255, path, nrow=int(math.ceil(math.sqrt(min(GRID, len(x))))), padding=1)
             out.figures[f"samples_{form}"] = path
     return out
 
