@@ -5,3 +5,5 @@ representation; see ``genlab.models.base.GenerativeModel`` for the one protocol 
 """
 
 __version__ = "0.1.0"
+
+from genlab.utils import launchers as _launchers  # noqa: E402, F401  (the resolvers of conf/hydra/launcher/)

@@ -106,7 +106,7 @@ def resolve_checkpoint(ckpt_path: str | None, out: Path) -> str | None:
 def train(cfg: DictConfig) -> float | None:
     """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``). In a multirun,
     the ranks of a DDP job run that job alone (:func:`genlab.utils.distributed.job_ranks`)."""
-    with job_ranks(in_multirun()):
+    with job_ranks(in_multirun(), module="genlab.train"):
         return fit_test_report(cfg)
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from unittest import mock
 
 import torch
@@ -34,20 +35,16 @@ def config_flags(argv: Sequence[str]) -> list[str]:
     return kept
 
 
-def job_command(local_rank: int) -> tuple[list[str], str]:
-    """The command and working directory of rank ``local_rank`` of the running multirun job: this module's entry
-    point with the job's overrides, as a single run in the job's folder that writes no ``.hydra/`` of its own.
-    Replaces Lightning's ``_hydra_subprocess_cmd`` (same signature and return)."""
+def job_command(local_rank: int, module: str) -> tuple[list[str], str]:
+    """The command and working directory of rank ``local_rank`` of the running multirun job: ``python -m module``
+    with the job's overrides, as a single run in the job's folder that writes no ``.hydra/`` of its own. Replaces
+    Lightning's ``_hydra_subprocess_cmd``, which takes the module from ``__main__`` (under a launcher such as
+    submitit, the launcher's own)."""
     from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import get_original_cwd, to_absolute_path
-
-    import __main__
+    from hydra.utils import get_original_cwd
 
     hc = HydraConfig.get()
-    if __main__.__spec__ is None:  # run as a script file
-        command = [sys.executable, to_absolute_path(sys.argv[0])]
-    else:
-        command = [sys.executable, "-m", __main__.__spec__.name]
+    command = [sys.executable, "-m", module]
     command += config_flags(sys.argv[1:])
     command += list(hc.overrides.task)
     command += [
@@ -59,8 +56,9 @@ def job_command(local_rank: int) -> tuple[list[str], str]:
 
 
 @contextmanager
-def job_ranks(multirun: bool) -> Iterator[None]:
-    """While open, a DDP job of a multirun starts its ranks with :func:`job_command`; on exit the process group is
+def job_ranks(multirun: bool, module: str) -> Iterator[None]:
+    """While open, a DDP job of a multirun starts its ranks with :func:`job_command` (``python -m module``, the entry
+    point that runs the job); on exit the process group is
     destroyed and the launcher's environment variables are restored, so the next job starts afresh. Does nothing
     for a single run (Lightning's own relaunch then runs the same single job)."""
     if not multirun:
@@ -73,7 +71,7 @@ def job_ranks(multirun: bool) -> Iterator[None]:
                 "lightning.fabric.strategies.launchers.subprocess_script._hydra_subprocess_cmd",
                 "lightning.pytorch.strategies.launchers.subprocess_script._hydra_subprocess_cmd",
             ):
-                stack.enter_context(mock.patch(target, job_command))
+                stack.enter_context(mock.patch(target, partial(job_command, module=module)))
             yield
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
