@@ -74,6 +74,7 @@ SCHEMA: list[tuple[str, str, str, str]] = [
     ("eval/probe_accuracy_<n>_std", "fraction", "estimate", "their std (ddof 1)"),
     ("eval/probe_accuracy_<n>", "fraction", "estimate", "mean over probe_seeds probes with n labels per class"),
     ("eval/probe_seeds", "seeds", "info", "draws of each few-label probe"),
+    ("eval/recon_mse_train", "squared [0,1] units / dim", "exact", "mean squared error of reconstruct(x) on the training split (what PCA minimises)"),
     ("eval/{ari,nmi}", "", "estimate", "adjusted Rand index / normalised mutual information of clusters (K = classes) against the labels, on N held-out examples"),
     ("eval/clusters_from", "", "info", "assign (the model's own clusters) or kmeans on codes"),
     ("eval/prototypes_k", "images", "info", "most and least likely held-out images shown per class"),

@@ -170,7 +170,8 @@ def run(ctx: Context) -> Outcome:
       training code: codes are unlabelled information);
     * ``probe_seeds``, ``representation_split``, ``probe_num_train``, ``probe_num_test``, ``code_dim``;
     * with ``clustering``: ``ari``, ``nmi`` (in ``[-0.5, 1]`` and ``[0, 1]``; exact for the given
-      clusters) and ``clusters_from`` (``"assign"`` or ``"kmeans on codes"``).
+      clusters) and ``clusters_from`` (``"assign"`` or ``"kmeans on codes"``);
+    * for models that reconstruct, ``recon_mse_train``: the reconstruction error on the training split.
 
     Table ``probe_per_class`` (class, accuracy, count). Figures (``figures: true`` and image data):
     ``codes_2d``, ``interpolations`` and ``traversals`` (``decode``), ``components`` (``components``).
@@ -216,6 +217,12 @@ def run(ctx: Context) -> Outcome:
         metrics[f"probe_accuracy_{n}_std"] = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
     if s["labels_per_class"]:
         metrics["probe_seeds"] = s["seeds"]
+
+    if ctx.model.can("reconstruct"):  # the objective of PCA and the autoencoders, on the examples they fitted
+        with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
+            torch.manual_seed(ctx.seed)
+            r = ctx.batched(ctx.model.reconstruct, x_tr)
+        metrics["recon_mse_train"] = float((r.double() - x_tr.double()).pow(2).flatten(1).mean(1).mean())
 
     if s["clustering"]:
         metrics.update(cluster(ctx, x_te, z_te, ny_te))

@@ -10,19 +10,21 @@ import torch.nn.functional as F
 from genlab.checks import one_of, positive_int
 from genlab.data.spec import DataSpec
 from genlab.models.base import GenerativeModel
+from genlab.models.code_priors import CodePrior, CodePriorMixin
 from genlab.nn.mlp import MLPDecoder, MLPEncoder
 from genlab.utils.config import build, config_of, plain
 
 LOSSES = ("mse", "bce")
 
 
-class Autoencoder(GenerativeModel):
+class Autoencoder(CodePriorMixin, GenerativeModel):
     """Bottleneck autoencoder ``x -> z = f(x) -> sigmoid(g(z))`` trained on reconstruction error.
 
     It has a code (``encode``) and reconstructions, but no likelihood (``nll_kind = "none"``).
-    ``sample`` decodes ``z ~ N(0, I)``: a deterministic autoencoder puts no distribution on its codes,
-    so such decodes are often not digits at all; genlab keeps it to show that, measured against
-    the VAE.
+    ``sample`` decodes codes from ``code_prior``: by default ``z ~ N(0, I)``, but a deterministic autoencoder puts
+    no distribution on its codes, so such decodes are often not digits at all; genlab keeps it to show that,
+    measured against the VAE and against codes from the training codes' hull or a mixture fitted to them
+    (:mod:`genlab.models.code_priors`).
 
     Args:
         data_spec: the data description (values in ``[0, 1]``, any shape for MLPs, ``(C, H, W)`` for CNNs).
@@ -35,6 +37,8 @@ class Autoencoder(GenerativeModel):
         latent_dim: size of the code ``z`` (> 0).
         loss: ``mse`` (squared error, summed over dimensions) or ``bce`` (binary cross-entropy with
             targets in ``[0, 1]``, summed over dimensions).
+        code_prior: ``normal``, ``hull`` or ``gmm``: where ``sample`` draws its codes.
+        code_mixtures: components of the ``gmm`` code prior.
         base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
@@ -52,12 +56,15 @@ class Autoencoder(GenerativeModel):
         decoder: dict[str, Any] | None = None,
         latent_dim: int = 16,
         loss: str = "mse",
+        code_prior: str = "normal",
+        code_mixtures: int = 10,
         **base: Any,
     ) -> None:
         super().__init__(data_spec, **base)
         self.refuse_tokens()
         self.loss = one_of("model.loss", loss, LOSSES)
         self.latent_dim = positive_int("model.latent_dim", latent_dim)
+        self.code_prior = CodePrior(code_prior, self.latent_dim, code_mixtures)
         encoder = plain(encoder) if encoder is not None else config_of(MLPEncoder, hidden_dims=[512, 256])
         decoder = plain(decoder) if decoder is not None else config_of(MLPDecoder, hidden_dims=[256, 512])
         self.save_model_hparams()  # stores encoder/decoder as the plain dicts above
@@ -83,8 +90,8 @@ class Autoencoder(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """Decode ``n`` codes drawn from ``N(0, I)``: ``(n, *shape)`` in ``[0, 1]``."""
-        return self.decode(torch.randn(n, self.latent_dim, device=self.device))
+        """Decode ``n`` codes from ``code_prior`` (default ``N(0, I)``): ``(n, *shape)`` in ``[0, 1]``."""
+        return self.decode(self.sample_codes(n))
 
     def score(self, x: torch.Tensor, y: torch.Tensor | None, stage: str):
         """``loss``: the reconstruction error per example, summed over dimensions (squared error or BCE)."""

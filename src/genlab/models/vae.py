@@ -9,7 +9,9 @@ import torch
 
 from genlab.checks import non_negative, positive_int
 from genlab.data.spec import DataSpec
+from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel
+from genlab.models.code_priors import CodePrior, CodePriorMixin
 from genlab.nn.likelihoods import make_likelihood, soft_clamp
 from genlab.nn.mlp import MLPDecoder, MLPEncoder
 from genlab.utils.config import build, config_of, plain
@@ -31,7 +33,7 @@ def diag_normal_log_prob(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar)).sum(-1)
 
 
-class VAE(GenerativeModel):
+class VAE(CodePriorMixin, GenerativeModel):
     """Gaussian-latent VAE; its encoder and decoder are networks given as config.
 
     Posterior ``q(z|x) = N(mu(x), diag(exp(logvar(x))))`` (log-variance soft-clamped to
@@ -66,6 +68,9 @@ class VAE(GenerativeModel):
         conditional: a conditional VAE (Sohn et al. 2015): ``q(z | x, y)`` and ``p(x | z, y)``, the label
             (one-hot) given to the encoder as extra channels and to the decoder beside ``z``; declares
             ``conditional``. Training and validation use the labels; ``log_prob(x)`` is the marginal.
+        code_prior: where ``sample`` draws its codes: ``normal`` (the prior), or ``hull`` / ``gmm`` of the
+            training codes' posterior means (:mod:`genlab.models.code_priors`; unconditional models only).
+        code_mixtures: components of the ``gmm`` code prior.
         base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
@@ -91,6 +96,8 @@ class VAE(GenerativeModel):
         iwae_k: int = 100,
         iwae_batch: int = 8192,
         conditional: bool = False,
+        code_prior: str = "normal",
+        code_mixtures: int = 10,
         **base: Any,
     ) -> None:
         super().__init__(data_spec, **base)
@@ -105,6 +112,9 @@ class VAE(GenerativeModel):
         self.save_model_hparams()  # stores encoder/decoder as the plain dicts above
         self.likelihood = make_likelihood(likelihood, self.spec, learn_variance=learn_variance, std=std)
         self.declare_conditional(conditional)
+        self.code_prior = CodePrior(code_prior, self.latent_dim, code_mixtures)
+        if conditional and code_prior != "normal":
+            raise ConfigError("model.code_prior applies to unconditional VAEs; use model.code_prior=normal")
         shape, k = self.spec.shape, self.num_classes or 0
         in_shape = (shape[0] + k, *shape[1:])  # a conditional encoder sees the label as k more channels
         self.encoder = build(encoder, "model.encoder", shape=in_shape, out_features=2 * latent_dim)
@@ -193,10 +203,10 @@ class VAE(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, condition: torch.Tensor | None = None) -> torch.Tensor:
-        """``z ~ N(0, I)``, ``x ~ p(x | z)`` (``p(x | z, y)``; a conditional model without ``condition`` cycles
-        the classes): ``(n, *shape)`` in the data's value space."""
+        """``z`` from ``code_prior`` (default the prior ``N(0, I)``), ``x ~ p(x | z)`` (``p(x | z, y)``; a
+        conditional model without ``condition`` cycles the classes): ``(n, *shape)`` in the data's value space."""
         y = self.labels(n, condition)
-        z = torch.randn(n, self.latent_dim, device=self.device)
+        z = self.sample_codes(n)
         return self.likelihood.sample(self.decoder_params(z, y))
 
     def encode(self, x: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
