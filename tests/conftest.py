@@ -62,7 +62,8 @@ def cli(tmp_path: Path, feature_cache: Path) -> Callable[..., subprocess.Complet
     """Run ``python -m genlab.<module> <overrides>`` with outputs under ``tmp_path/outputs``.
 
     Downloads go to ``tmp_path/data`` (never the user's cache); feature networks to one cache per test
-    session. ``train`` and ``eval`` run with ``evaluation=none`` unless an ``evaluation`` override is given.
+    session. ``train`` and ``eval`` run with ``evaluation=none`` unless an ``evaluation`` or ``experiment`` override
+    is given.
     Returns the completed process; its ``.log_dir`` attribute is the outputs folder.
     """
     log_dir = tmp_path / "outputs"
@@ -73,8 +74,8 @@ def cli(tmp_path: Path, feature_cache: Path) -> Callable[..., subprocess.Complet
     def command(module: str, overrides: tuple[str, ...]) -> list[str]:
         flags = [o for o in overrides if o.startswith("-")]  # e.g. -m (multirun) goes before the overrides
         rest = [o for o in overrides if not o.startswith("-")]
-        if module in ("train", "eval") and not any(o.startswith("evaluation") for o in rest):
-            rest.append("evaluation=none")  # evaluation has its own tests: the others need not pay for it
+        if module in ("train", "eval") and not any(o.startswith(("evaluation", "experiment")) for o in rest):
+            rest.append("evaluation=none")  # evaluation has its own tests (experiments choose their own)
         return [sys.executable, "-m", f"genlab.{module}", *flags, *rest]
 
     def run(module: str, *overrides: str, timeout: int = 600) -> subprocess.CompletedProcess:

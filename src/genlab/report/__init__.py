@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genlab.errors import DataError
 from genlab.report.jobs import Job, collect
 from genlab.report.plots import line_plot, montage
 from genlab.report.rules import Verdict, run_verdict
@@ -58,11 +59,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")
 
 
-def report(paths: list[str], out: str | None = None) -> Path:
-    """Write ``report.md``, ``report.csv`` and the plots of the jobs under ``paths``; returns ``report.md``.
+def into_readme(readme: Path, name: str, block: str) -> None:
+    """Replace the text between ``<!-- <name>:begin -->`` and ``<!-- <name>:end -->`` in ``readme`` with ``block``.
 
     Raises:
-        DataError: when a path is not a folder or holds no job.
+        DataError: when ``readme`` lacks the two markers.
+    """
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = readme.read_text() if readme.is_file() else ""
+    if begin not in text or end not in text.split(begin, 1)[-1]:
+        raise DataError(f"report: {readme} has no '{begin}' ... '{end}' block to write the table into")
+    head, rest = text.split(begin, 1)
+    readme.write_text(f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}")
+
+
+def report(paths: list[str], out: str | None = None, readme: str | None = None) -> Path:
+    """Write ``report.md``, ``report.csv`` and the plots of the jobs under ``paths``; returns ``report.md``.
+    With ``readme``, the table, its date and settings also replace the block ``<!-- <experiment>:begin -->``
+    ... ``end -->`` of that file (the experiment is the jobs' ``tags[0]``).
+
+    Raises:
+        DataError: when a path is not a folder or holds no job, or ``readme`` has no such block.
         ConfigError: for a ``report.verdict`` that does not import.
     """
     jobs = collect(paths)
@@ -105,4 +122,10 @@ def report(paths: list[str], out: str | None = None) -> Path:
     path = folder / "report.md"
     path.write_text("\n".join(line for i, line in enumerate(lines) if line or (i and lines[i - 1])) + "\n")
     write_csv(rows, keys, measured, folder / "report.csv")
+    if readme:
+        name = next((str(j.config["tags"][-1]) for j in jobs if j.config.get("tags")), "report")
+        stamp = (
+            f"Measured {time.strftime('%Y-%m-%d')} by `make sweep EXP={name}`; settings: `{' '.join(settings(jobs))}`."
+        )
+        into_readme(Path(readme), name, f"{stamp}\n\n{markdown(rows, keys, metrics)}")
     return path

@@ -14,9 +14,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genlab.report", description=__doc__)
     parser.add_argument("paths", nargs="+", help="run or sweep folders, or glob patterns of them")
     parser.add_argument("--out", default=None, help="where to write (default: the one folder given)")
+    parser.add_argument("--readme", default=None, help="also write the table into this file's <!-- tag:begin --> block")
     args = parser.parse_args(argv)
     try:
-        path = report(args.paths, args.out)
+        path = report(args.paths, args.out, args.readme)
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return 2

@@ -68,15 +68,16 @@ def line_plot(rows: list[Row], spec: dict[str, Any], context: str, path: Path, m
 
 
 def montage(jobs: list[Job], spec: dict[str, Any], context: str, path: Path) -> Path | None:
-    """One row per value of ``spec["rows"]``: the image ``spec["file"]`` of the first ok job with that value among
-    those matching ``spec["where"]`` (``{key: value}``). ``None`` when no job has the file."""
+    """One row per value of ``spec["rows"]`` (a key, or a list of keys): the image ``spec["file"]`` of the first ok
+    job with that value among those matching ``spec["where"]`` (``{key: value}``). ``None`` when no job has the file."""
     where = {k: str(v) for k, v in (spec.get("where") or {}).items()}
     picked: dict[str, Path] = {}
     for job in jobs:
         if job.status == "ok" and all(str(value_of(job, k)) == v for k, v in where.items()):
             image = job.folder / spec["file"]
             if image.is_file():
-                picked.setdefault(str(value_of(job, spec["rows"])), image)
+                keys = spec["rows"] if isinstance(spec["rows"], list) else [spec["rows"]]
+                picked.setdefault(" · ".join(str(value_of(job, k)) for k in keys), image)
     if not picked:
         return None
     fig, axes = plt.subplots(len(picked), 1, figsize=(8, 1.6 * len(picked) + 0.6), dpi=120, squeeze=False)

@@ -1,0 +1,45 @@
+"""Every experiment composes, and runs end to end on a reduced grid (two values per swept key, `debug=fast`) into a
+report with its verdict."""
+
+import csv
+from itertools import product
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from tests.conftest import QUIET, REPO
+
+EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml"))
+REPORTED = [e for e in EXPERIMENTS if not e.endswith("_full") and e not in ("gpt_shakespeare_cpu", "vae_mnist")]
+
+
+def composed(name: str):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return compose("train", [f"experiment={name}"], return_hydra_config=True)
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_composes_and_the_reported_ones_say_what_to_report(name):
+    cfg = composed(name)
+    if name in REPORTED or name.endswith("_full"):
+        assert cfg.report.title and cfg.report.verdict.startswith("genlab.report.verdicts.")
+        assert dict(cfg.hydra.sweeper.params), "an experiment is a sweep"
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("name", REPORTED)
+def test_each_experiment_runs_on_a_reduced_grid_into_a_report(cli, mnist_root, name):
+    params = {k: str(v).split(",")[:2] for k, v in composed(name).hydra.sweeper.params.items()}
+    grid = [f"{k}={','.join(v)}" for k, v in params.items()]
+    proc = cli("train", "-m", f"experiment={name}", "debug=fast", *QUIET, f"data.data_dir={mnist_root}",
+               "data.download=false", *grid, timeout=900)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (sweep,) = (proc.log_dir / "train" / "multiruns").iterdir()
+    made = cli("report", str(sweep))
+    assert made.returncode == 0, made.stderr[-2000:]
+    with open(sweep / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    expected = {tuple(c) for c in product(*params.values())}
+    assert {tuple(r[k] for k in params) for r in rows} == expected and {r["status"] for r in rows} == {"ok"}
+    text = Path(sweep / "report.md").read_text()
+    assert "## Verdict" in text and "## Table" in text
