@@ -45,3 +45,15 @@ def test_the_trainer_writes_checkpoints_through_it(tmp_path, monkeypatch):
     monkeypatch.setattr(files, "atomic_save", lambda obj, path: calls.append(path) or real(obj, path))
     trainer.fit(model, datamodule=dm)
     assert calls and all(str(p).endswith(".ckpt") for p in calls)
+
+
+def test_a_checkpoint_gets_the_mode_a_plain_write_would_have(tmp_path):
+    import os
+    import stat
+
+    from genlab.utils.files import atomic_save
+
+    atomic_save({"x": 1}, tmp_path / "a.ckpt")
+    (tmp_path / "b.txt").write_text("plain")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "a.ckpt") == mode(tmp_path / "b.txt")

@@ -11,6 +11,20 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 
 
+def current_umask() -> int:
+    """The process's file-creation mask: from ``/proc/self/status`` on Linux (reading never changes it, which
+    matters while other threads create files), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """``torch.save(obj)`` to a temporary file in ``path``'s own folder (so on its file system, whatever ``$TMPDIR``
     is), flushed to disk, then ``os.replace`` onto ``path`` (atomic on POSIX). A write that is killed or fails leaves
@@ -27,6 +41,7 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600: give the file a plain open()'s mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
