@@ -175,7 +175,12 @@ def fit_test_report(cfg: DictConfig) -> float | None:
         metrics["val/best_loss"] = trainer.checkpoint_callback.best_model_score
     if not trainer.is_global_zero:
         return None
-    metrics["sample/seconds_per_sample"] = seconds_per_sample(model)
+    metrics["sample/seconds_per_sample"] = per_sample = seconds_per_sample(model, int(cfg.get("timing_samples", 16)))
+    if per_sample:  # sub-pixels (images) or tokens (text) drawn per second
+        metrics["sample/dims_per_second"], metrics["sample/num_dims"] = (
+            model.spec.num_dims / per_sample,
+            model.spec.num_dims,
+        )
     start = time.perf_counter()
     found, figures = evaluate(model, datamodule, evaluation, out, loggers, seed=cfg.seed, step=trainer.global_step)
     metrics.update(found)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from genlab.checks import positive_int, require
+from genlab.checks import one_of, positive_int, require
 from genlab.data.spec import DataSpec
 from genlab.errors import ConfigError
 from genlab.metrics.likelihood import bits_per_dim
@@ -46,18 +46,22 @@ class PixelAutoregressive(GenerativeModel):
     Args:
         data_spec: the data description (``kind`` ``binary`` or ``levels``; images ``(C, H, W)``).
         conditional: model ``P(x | y)`` (declares the ``conditional`` capability).
+        sample_method: ``fast`` (cached, the default) or ``naive``: what :meth:`sample` uses.
         base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler``, ``compile`` (:class:`GenerativeModel`).
 
     Raises:
         ConfigError: for dequantized data (these are discrete models), data that are not images,
-            or ``conditional`` on data without classes.
+            ``conditional`` on data without classes, or an unknown ``sample_method``.
     """
 
     nll_kind = "exact"
     capabilities = frozenset({"log_prob", "sample"})
 
-    def __init__(self, data_spec: DataSpec | dict[str, Any], conditional: bool = False, **base: Any) -> None:
+    def __init__(
+        self, data_spec: DataSpec | dict[str, Any], conditional: bool = False, sample_method: str = "fast", **base: Any
+    ) -> None:
         super().__init__(data_spec, **base)
+        self.sample_method = one_of("model.sample_method", sample_method, SAMPLERS)
         name = type(self).__name__
         if self.spec.kind == "dequantized":
             raise ConfigError(
@@ -148,18 +152,19 @@ class PixelAutoregressive(GenerativeModel):
         return torch.cat(parts)
 
     @torch.no_grad()
-    def sample(self, n: int, condition: torch.Tensor | None = None, method: str = "fast") -> torch.Tensor:
+    def sample(self, n: int, condition: torch.Tensor | None = None, method: str | None = None) -> torch.Tensor:
         """Draw ``n`` images ``(n, C, H, W)`` in the data's value space (``k / (L - 1)`` or ``{0, 1}``).
 
         Args:
             n: number of images.
             condition: ``(n,)`` class labels (conditional models only; default: cycle the classes).
-            method: ``"fast"`` (cached, the default) or ``"naive"`` (a full forward pass per
-                sub-pixel). Both give the same images for the same random state.
+            method: ``"fast"`` (cached) or ``"naive"`` (a full forward pass per sub-pixel); ``None``: the
+                model's ``sample_method``. Both give the same images for the same random state.
 
         Raises:
             ConfigError: for an unknown ``method`` or a bad ``condition`` (see :meth:`labels`).
         """
+        method = method or self.sample_method
         if method not in SAMPLERS:
             raise ConfigError(f"sampling method must be one of {SAMPLERS}, got {method!r}")
         y = self.labels(n, condition)

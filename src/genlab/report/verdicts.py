@@ -142,3 +142,29 @@ def three_tests(rows: list[Row], spec: dict[str, Any]) -> Verdict:
             others = ", ".join(f"{m} {v:.3g}" for v, m in sorted(have, reverse=better is max) if m != model)
             lines.append(f"{what}: {model} ({value:.3g}); then {others or 'no other model'}.")
     return Verdict(lines)
+
+
+def sampling_cost(rows: list[Row], spec: dict[str, Any]) -> Verdict:
+    """Seconds per sample at each size, how they grow with the number of sub-pixels (the log-log slope), the naive
+    sampler against the cached one, and the GPT's tokens per second."""
+    cost: dict[str, dict[float, float]] = {}
+    for r in rows:
+        d, s = r.mean("sample/num_dims"), r.mean("sample/seconds_per_sample")
+        if d and s:
+            cost.setdefault(str(value_of(r.jobs[0], "case_model")), {})[d] = s
+    lines = []
+    for model, by in sorted(cost.items(), key=lambda t: max(t[1].values())):
+        dims = sorted(by)
+        text = ", ".join(f"{by[d]:.3g} s at {fmt_k(d)} dims" for d in dims)
+        if len(dims) > 1:
+            slope = (math.log(by[dims[-1]]) - math.log(by[dims[0]])) / (math.log(dims[-1]) - math.log(dims[0]))
+            text += f"; seconds grow as dims^{slope:.2f}"
+        if model.startswith("gpt"):
+            text += f"; {dims[-1] / by[dims[-1]]:.0f} tokens per second"
+        lines.append(f"{model}: {text}.")
+    fast, naive = cost.get("pixelcnn", {}), cost.get("pixelcnn_naive", {})
+    both = sorted(set(fast) & set(naive))
+    if both:
+        lines.append("PixelCNN, naive / cached sampler: " + ", ".join(f"{naive[d] / fast[d]:.1f}x at {fmt_k(d)} dims"
+                                                                      for d in both) + ".")  # fmt: skip
+    return Verdict(lines)
