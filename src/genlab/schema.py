@@ -16,11 +16,11 @@ import re
 # fmt: off
 SCHEMA: list[tuple[str, str, str, str]] = [
     # --- the run ----------------------------------------------------------------------------------
-    ("status", "", "info", "ok | failed | diverged"),
-    ("reason", "", "info", "why a run failed or diverged (absent when ok)"),
+    ("status", "", "info", "ok | failed | diverged | interrupted"),
+    ("reason", "", "info", "why a run failed, diverged or was interrupted (absent when ok)"),
     ("artifacts", "", "info", "files the run wrote: checkpoint (a diverged run: the last finite one), figure/<name>, grids"),
     ("config", "", "info", "overrides (the command line) and resolved (the whole composed config)"),
-    ("versions", "", "info", "genlab, torch, lightning"),
+    ("versions", "", "info", "genlab, torch, lightning, and torch_threads (intra-op threads)"),
     ("git", "", "info", "commit of the genlab checkout and whether tracked files differed from it (dirty)"),
     ("test/nll_nats", "nats / example", "kind", "-log p(x) averaged over the test split (text: per block_size tokens)"),
     ("test/bits_per_dim", "bits / dim", "kind", "the same in bits per dimension (dequantized data: + log2 L)"),
