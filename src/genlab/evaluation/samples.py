@@ -170,9 +170,11 @@ class AgainstReal:
 
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-            self.fid = FrechetInceptionDistance(feature=net, reset_real_features=False).to(ctx.device)
+            # rank 0 evaluates alone: never wait for the other ranks of a DDP run (they have finished)
+            alone = {"reset_real_features": False, "sync_on_compute": False}
+            self.fid = FrechetInceptionDistance(feature=net, **alone).to(ctx.device)
             self.kid = KernelInceptionDistance(feature=net, subsets=s.kid_subsets, subset_size=s.kid_subset_size,
-                                               reset_real_features=False).to(ctx.device)  # fmt: skip
+                                               **alone).to(ctx.device)  # fmt: skip
         self.ctx = ctx
         self._update(real, real=True)
 
