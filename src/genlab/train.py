@@ -29,7 +29,17 @@ from genlab.utils.checkpoint import read_meta
 from genlab.utils.console import print_summary
 from genlab.utils.distributed import job_ranks
 from genlab.utils.files import AtomicCheckpointIO
-from genlab.utils.runs import finish_wandb, finished, in_multirun, instantiate_all, output_dir, run_cli, write_metrics
+from genlab.utils.runs import (
+    finish_wandb,
+    finished,
+    in_multirun,
+    instantiate_all,
+    merged_overrides,
+    original_overrides,
+    output_dir,
+    run_cli,
+    write_metrics,
+)
 
 
 def seconds_per_sample(model: L.LightningModule, n: int = 16) -> float | None:
@@ -107,7 +117,25 @@ def train(cfg: DictConfig) -> float | None:
     """Fit, test and report one run; returns the value of ``cfg.optimized_metric`` (or ``None``). In a multirun,
     the ranks of a DDP job run that job alone (:func:`genlab.utils.distributed.job_ranks`)."""
     with job_ranks(in_multirun(), module="genlab.train"):
-        return fit_test_report(cfg)
+        return fit_test_report(resumed_config(cfg))
+
+
+def resumed_config(cfg: DictConfig) -> DictConfig:
+    """``cfg``, or for a run resumed in its own folder, the config composed again from the first session's
+    overrides with this session's on top (``ckpt_path=last`` alone continues the run as it was started).
+    Hydra's compose API; the first session's ``.hydra/overrides.yaml`` is the record."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    original = original_overrides()
+    if original is None:
+        return cfg
+    current = list(HydraConfig.get().overrides.task)
+    merged = merged_overrides(original, current)
+    if merged == current:
+        return cfg
+    print(f"resuming with the run's overrides: {' '.join(merged)}")
+    return compose(config_name=HydraConfig.get().job.config_name, overrides=merged)
 
 
 def fit_test_report(cfg: DictConfig) -> float | None:

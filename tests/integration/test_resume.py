@@ -114,3 +114,16 @@ def test_a_resumed_run_continues_its_wandb_run(cli, tmp_path):
     ok(cli("train", *args, "trainer.max_epochs=2", "ckpt_path=last"))
     ids = sorted(p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*"))
     assert ids == [run_id, run_id]  # two sessions of one wandb run: `wandb sync` joins them
+
+
+def test_ckpt_path_last_alone_continues_the_run_with_its_first_overrides(cli, tmp_path):
+    run = tmp_path / "run"
+    ok(cli("train", *RUN, "data.batch_size=32", "trainer.max_epochs=1", f"hydra.run.dir={run}"))
+    (run / "metrics.json").unlink()
+    proc = ok(cli("train", "ckpt_path=last", "trainer.max_epochs=2", f"hydra.run.dir={run}"))
+    assert "resuming with the run's overrides:" in proc.stdout
+    record = json.loads((run / "metrics.json").read_text())
+    resolved, overrides = record["config"]["resolved"], record["config"]["overrides"]
+    assert resolved["data"]["batch_size"] == 32 and resolved["trainer"]["max_epochs"] == 2  # kept, and replaced
+    assert "data.batch_size=32" in overrides and "trainer.max_epochs=1" not in overrides
+    assert (run / "csv" / "resume-1" / "metrics.csv").is_file()  # the first session's logger, as it was started

@@ -141,12 +141,40 @@ def versions() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads()}  # fmt: skip
 
 
-def overrides() -> list[str]:
-    """The command-line overrides that made this job."""
+def override_key(override: str) -> str:
+    """``"+model.beta=2"`` -> ``"model.beta"``."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
+def merged_overrides(original: list[str], current: list[str]) -> list[str]:
+    """A resumed run's overrides: ``original`` (but its ``ckpt_path``) then ``current``, a key given again taking its
+    new value."""
+    now = {override_key(o) for o in current}
+    return [o for o in original if override_key(o) not in now | {"ckpt_path"}] + list(current)
+
+
+def original_overrides() -> list[str] | None:
+    """The overrides of the first session of a run resumed in its own folder (its ``.hydra/overrides.yaml``), or
+    ``None`` when this job is not such a resume."""
     try:
-        return list(HydraConfig.get().overrides.task)
+        hc = HydraConfig.get()
+    except ValueError:
+        return None
+    if not log_version():  # not .hydra/resume-<n>
+        return None
+    first = Path(hc.runtime.output_dir) / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(first)] if first.is_file() else None
+
+
+def overrides() -> list[str]:
+    """The command-line overrides that made this job; for a run resumed in its folder, the first session's
+    overrides with this session's on top (:func:`merged_overrides`)."""
+    try:
+        current = list(HydraConfig.get().overrides.task)
     except ValueError:
         return []
+    original = original_overrides()
+    return current if original is None else merged_overrides(original, current)
 
 
 def to_number(v: Any) -> Any:
