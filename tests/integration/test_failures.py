@@ -28,6 +28,16 @@ def test_a_sweep_records_its_failed_job_and_finishes_the_others(cli):
     assert set(jobs[0]["git"]) == {"commit", "dirty"}
 
 
+def test_a_sweep_lists_every_failed_job_also_when_hydra_ends_it_with_a_traceback(cli):
+    # jobs: (Adam, 2) ok; (Adam, 0) a user error; (NotThere, 2) a traceback; (NotThere, 0) a user error
+    proc = cli("train", "-m", *FAST, "model.optimizer._target_=torch.optim.Adam,torch.optim.NotThere",
+               "model.latent_dim=2,0")  # fmt: skip
+    assert proc.returncode == 1
+    listed = [line for line in proc.stderr.splitlines() if line.startswith("genlab: job ") and "(" not in line[:16]]
+    assert [line.split()[2] for line in listed] == ["1", "2", "3"], proc.stderr[-3000:]
+    assert "genlab: error: 3 job(s) of the sweep" in proc.stderr
+
+
 def test_a_diverged_run_exits_non_zero_and_keeps_its_last_finite_checkpoint(cli):
     proc = cli("train", *QUIET, "trainer.max_epochs=3", EXPLODE)
     assert proc.returncode == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 from pathlib import Path
@@ -26,16 +27,34 @@ def failed_jobs(sweep_dir: Path) -> list[tuple[str, str, str]]:
 
 
 class SweepSummary(Callback):
-    """After a multirun (any sweeper: basic, Optuna), list the jobs that failed or diverged, one line each, and exit
-    with code 1 if there were any, so that scripts see the failure even when the sweeper went on (Optuna's
-    ``max_failure_rate``)."""
+    """After a multirun (any sweeper: basic, Optuna; any launcher), list the jobs that failed, diverged or were
+    interrupted, one line each, and exit with code 1 if there were any, so that scripts see the failure even when
+    the sweeper went on (Optuna's ``max_failure_rate``). When Hydra itself ends the sweep by re-raising a job's error
+    (the basic sweeper does, naming that job alone), the list is printed as the process exits."""
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        bad = failed_jobs(Path(config.hydra.sweep.dir))
-        if not bad:
-            return
+    def __init__(self) -> None:
+        self.sweep_dir: Path | None = None
+        self.reported = False
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_dir, self.reported = Path(config.hydra.sweep.dir), False
+        atexit.register(self.at_exit)
+
+    def report(self) -> int:
+        """Print the failed jobs and a summary line to stderr; returns how many there were."""
+        self.reported = True
+        bad = failed_jobs(self.sweep_dir) if self.sweep_dir is not None else []
         for job, status, reason in bad:
             print(f"genlab: job {job} {status}: {reason}", file=sys.stderr)
-        print(f"genlab: error: {len(bad)} job(s) of the sweep {config.hydra.sweep.dir} failed or diverged",
-              file=sys.stderr)  # fmt: skip
-        sys.exit(1)
+        if bad:
+            print(f"genlab: error: {len(bad)} job(s) of the sweep {self.sweep_dir} did not finish ok", file=sys.stderr)
+        return len(bad)
+
+    def at_exit(self) -> None:
+        if not self.reported:
+            self.report()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self.sweep_dir = Path(config.hydra.sweep.dir)
+        if self.report():
+            sys.exit(1)
