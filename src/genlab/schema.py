@@ -25,7 +25,7 @@ SCHEMA: list[tuple[str, str, str, str]] = [
     ("test/nll_nats", "nats / example", "kind", "-log p(x) averaged over the test split (text: per block_size tokens)"),
     ("test/bits_per_dim", "bits / dim", "kind", "the same in bits per dimension (dequantized data: + log2 L)"),
     ("test/nll_kind", "", "info", "exact | bound | none: what test/nll_nats is"),
-    ("test/loss", "nats / example", "kind", "the training objective on the test split (text: nats / token; pca, kmeans, linear_ae: squared error / example)"),
+    ("test/loss", "nats or squared error / example", "kind", "the training objective on the test split (text: nats / token; pca, kmeans, linear_ae: squared error / example)"),
     ("test/recon_mse", "squared [0,1] units / dim", "exact", "mean squared error of reconstruct(x) against x"),
     ("test/elbo_nats", "nats / example", "bound", "VAE: the ELBO, a lower bound on log p(x)"),
     ("test/cond_elbo_nats", "nats / example", "bound", "conditional VAE: the ELBO of log p(x | y)"),

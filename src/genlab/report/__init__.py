@@ -48,7 +48,8 @@ def out_dir(paths: list[str], out: str | None) -> Path:
 
 def context_of(jobs: list[Job]) -> str:
     """The data and the shared settings, for titles: ``data=digits · trainer.max_epochs=5``."""
-    data = {str((j.config.get("data") or {}).get("_target_", "")).rsplit(".", 1)[-1] for j in jobs} - {""}
+    data = {str((j.config.get("data") or {}).get("_target_", "")).rsplit(".", 1)[-1].removesuffix("DataModule")
+            for j in jobs} - {""}  # fmt: skip
     shared = [s for s in settings(jobs) if not s.startswith(("logger", "callbacks", "paths", "hydra", "evaluation"))]
     parts = ([f"data: {', '.join(sorted(data))}"] if data else []) + shared
     return " · ".join(parts)[:160]

@@ -6,19 +6,19 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from genlab.report.jobs import Job  # noqa: E402
-from genlab.report.table import Row, value_of  # noqa: E402
-from genlab.schema import entry  # noqa: E402
+from genlab.report.table import Row, unit_of, value_of  # noqa: E402
 
 
 def axis_label(key: str) -> str:
     """``key [unit]`` from the schema (the key alone without a unit)."""
-    row = entry(key)
-    return f"{key} [{row[1]}]" if row and row[1] else key
+    unit = unit_of(key)
+    return f"{key} [{unit}]" if unit else key
 
 
 def x_of(row: Row, key: str) -> float | None:
@@ -57,6 +57,10 @@ def line_plot(rows: list[Row], spec: dict[str, Any], context: str, path: Path, m
             ax.axvline(marks[label], linestyle="--", color=line[0].get_color(), alpha=0.7)
     ax.set(xlabel=axis_label(x), ylabel=axis_label(y), xscale="log" if spec.get("logx") else "linear",
            yscale="log" if spec.get("logy") else "linear")  # fmt: skip
+    xs = sorted({p[0] for points in groups.values() for p in points})
+    if spec.get("logx") and 0 < len(xs) <= 12:  # the sizes themselves as ticks, in plain numbers
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_title(f"{spec.get('title') or f'{y} against {x}'}\n{context}", fontsize=9)
     if len(groups) > 1 or hue:
         ax.legend(fontsize=8)

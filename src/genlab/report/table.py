@@ -22,6 +22,7 @@ DEFAULT_COLUMNS = (
     "eval/probe_accuracy", "eval/probe_accuracy_100", "eval/ari", "sample/seconds_per_sample", "time/fit_seconds",
 )  # fmt: skip
 SEED = "seed"
+LOSSES = ("loss", "best_loss")  # objectives: nats for a likelihood, squared error for a model without one
 
 
 @dataclass
@@ -104,8 +105,12 @@ def rows_of(jobs: list[Job], keys: list[str], metrics: list[str]) -> list[Row]:
             xs = [x for x in (as_number(j.metrics.get(m)) for j in row.jobs) if x is not None]
             if xs:
                 row.values[m] = (statistics.fmean(xs), statistics.stdev(xs) if len(xs) > 1 else None, len(xs))
-            if entry(m) and entry(m)[2] == "kind" and any(j.metrics.get("test/nll_kind") == "bound" for j in row.jobs):
-                row.kinds[m] = "bound"
+            if entry(m) and entry(m)[2] == "kind":
+                nll_kinds = {j.metrics.get("test/nll_kind") for j in row.jobs}
+                if "bound" in nll_kinds:
+                    row.kinds[m] = "bound"
+                elif "none" in nll_kinds and m.rsplit("/", 1)[-1] in LOSSES:  # no likelihood: the loss is an error
+                    row.kinds[m] = "squared error"
     return [*rows.values(), *failed]
 
 
@@ -116,24 +121,37 @@ def columns(jobs: list[Job], wanted: list[str] | None) -> list[str]:
     return [c for c in DEFAULT_COLUMNS if any(as_number(j.metrics.get(c)) is not None for j in jobs)]
 
 
+def unit_of(metric: str) -> str:
+    """The schema's unit of ``metric``, following ``as test/<name>`` references (``""`` when it has none)."""
+    row = entry(metric)
+    if row is None:
+        return ""
+    if row[1].startswith("as "):
+        name = metric.split("/", 1)[1].removeprefix("best_")  # val/best_loss -> test/loss
+        return "" if metric == f"test/{name}" else unit_of(f"test/{name}")
+    return row[1]
+
+
 def header(metric: str) -> str:
     """``metric (unit; kind)`` from the schema; density keys say ``exact unless marked``."""
     row = entry(metric)
     if row is None:
         return metric
-    _, unit, kind, _ = row
+    _, _, kind, _ = row
+    unit = unit_of(metric)
     kind = {"kind": "exact unless marked", "info": ""}.get(kind, kind)
     inner = "; ".join(p for p in (unit, kind) if p)
     return f"{metric} ({inner})" if inner else metric
 
 
 def cell(row: Row, metric: str) -> str:
-    """``mean ± std`` (4 significant digits), ``mean`` for one seed, ``—`` when absent; ``(bound)`` marked."""
+    """``mean ± std`` (4 significant digits), ``mean`` for one seed, ``—`` when absent; a bound is marked
+    ``(bound)``, and the loss of a model without a likelihood ``(squared error)``."""
     if metric not in row.values:
         return "—"
     mean, std, _ = row.values[metric]
     text = f"{mean:.4g}" if std is None else f"{mean:.4g} ± {std:.2g}"
-    return f"{text} (bound)" if row.kinds.get(metric) == "bound" else text
+    return f"{text} ({row.kinds[metric]})" if metric in row.kinds else text
 
 
 def markdown(rows: list[Row], keys: list[str], metrics: list[str]) -> str:

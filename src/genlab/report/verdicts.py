@@ -82,10 +82,12 @@ def bottleneck(rows: list[Row], spec: dict[str, Any]) -> Verdict:
             continue
         chosen = elbow(ks, [g[(model, k)] for k in ks], pct)
         marks[model] = chosen
+        ends = [k for k in (ks[0], ks[-1]) if k != chosen]
         lines.append(
             f"{model}: the rule (stop when the next size lowers the validation loss by no more than {pct:g}%) picks "
-            f"latent_dim={fmt_k(chosen)}, validation loss {g[(model, chosen)]:.4g} there against "
-            f"{g[(model, ks[-1])]:.4g} at latent_dim={fmt_k(ks[-1])} and {g[(model, ks[0])]:.4g} at {fmt_k(ks[0])}."
+            f"latent_dim={fmt_k(chosen)}, validation loss {g[(model, chosen)]:.4g}; "
+            + ", ".join(f"{g[(model, k)]:.4g} at latent_dim={fmt_k(k)}" for k in ends)
+            + "."
         )
     return Verdict(lines, marks)
 
