@@ -9,7 +9,8 @@
   deterministic autoencoders", Sec. 4).
 
 ``hull`` and ``gmm`` are fitted when the test stage starts, on the codes (``encode``) of the whole training split,
-so they describe the weights that are tested; draws use the global torch RNG, so seeded evaluations repeat.
+so they describe the weights that are tested (a sample drawn earlier, for a grid during training, fits them to the
+weights of that moment first); draws use the global torch RNG, so seeded evaluations repeat.
 """
 
 from __future__ import annotations
@@ -116,5 +117,9 @@ class CodePriorMixin:
         self.fit_code_prior()
 
     def sample_codes(self, n: int) -> torch.Tensor:
-        """``n`` codes from :attr:`code_prior`: ``(n, latent_dim)`` on the model's device."""
+        """``n`` codes from :attr:`code_prior`: ``(n, latent_dim)`` on the model's device. Sampled during training
+        (the image grids), a ``hull``/``gmm`` prior is first fitted to the current weights' codes."""
+        trainer = self._trainer
+        if self.code_prior.needs_fit and trainer is not None and getattr(trainer, "datamodule", None) is not None:
+            self.fit_code_prior()
         return self.code_prior.sample(n, self.device)
