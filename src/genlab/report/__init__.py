@@ -74,17 +74,20 @@ def into_readme(readme: Path, name: str, block: str) -> None:
     readme.write_text(f"{head}{begin}\n{block}\n{end}{rest.split(end, 1)[1]}")
 
 
-def report(paths: list[str], out: str | None = None, readme: str | None = None) -> Path:
+def report(
+    paths: list[str], out: str | None = None, readme: str | None = None, overrides: dict[str, Any] | None = None
+) -> Path:
     """Write ``report.md``, ``report.csv`` and the plots of the jobs under ``paths``; returns ``report.md``.
     With ``readme``, the table, its date and settings also replace the block ``<!-- <experiment>:begin -->``
-    ... ``end -->`` of that file (the experiment is the jobs' ``tags[0]``).
+    ... ``end -->`` of that file (the experiment is the jobs' ``tags[0]``). ``overrides`` replace entries of the
+    jobs' ``report:`` section (e.g. ``{"elbow_percent": 1}``).
 
     Raises:
         DataError: when a path is not a folder or holds no job, or ``readme`` has no such block.
         ConfigError: for a ``report.verdict`` that does not import.
     """
     jobs = collect(paths)
-    spec = spec_of(jobs)
+    spec = {**spec_of(jobs), **(overrides or {})}
     keys = list(spec.get("keys") or swept_keys(jobs))
     metrics = columns(jobs, spec.get("columns"))
     plots = list(spec.get("plots") or [])

@@ -5,8 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 
-from genlab.errors import GenlabError
+import yaml
+
+from genlab.errors import ConfigError, GenlabError
 from genlab.report import report
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``"elbow_percent=1"`` -> ``("elbow_percent", 1)`` (the value read as YAML).
+
+    Raises:
+        ConfigError: without ``=``.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set takes KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,9 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="run or sweep folders, or glob patterns of them")
     parser.add_argument("--out", default=None, help="where to write (default: the one folder given)")
     parser.add_argument("--readme", default=None, help="also write the table into this file's <!-- tag:begin --> block")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="replace an entry of the report: section, e.g. --set elbow_percent=1")  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        path = report(args.paths, args.out, args.readme)
+        settings = dict(map(parse_setting, args.set))
+        path = report(args.paths, args.out, args.readme, settings)
     except GenlabError as e:
         print(f"genlab: error: {e}", file=sys.stderr)
         return 2
