@@ -154,13 +154,14 @@ def merged_overrides(original: list[str], current: list[str]) -> list[str]:
 
 
 def original_overrides() -> list[str] | None:
-    """The overrides of the first session of a run resumed in its own folder (its ``.hydra/overrides.yaml``), or
-    ``None`` when this job is not such a resume."""
+    """The overrides of the first session of a run resumed in its own folder (``ckpt_path=last|best|auto`` and a
+    ``.hydra/resume-<n>`` config: its ``.hydra/overrides.yaml``), or ``None`` when this job is not such a resume."""
     try:
         hc = HydraConfig.get()
     except ValueError:
         return None
-    if not log_version():  # not .hydra/resume-<n>
+    resuming = any(o in (f"ckpt_path={k}" for k in ("last", "best", "auto")) for o in hc.overrides.task)
+    if not resuming or not log_version():  # a run again in a failed run's folder, or a fresh one, starts as given
         return None
     first = Path(hc.runtime.output_dir) / ".hydra" / "overrides.yaml"
     return [str(o) for o in OmegaConf.load(first)] if first.is_file() else None
