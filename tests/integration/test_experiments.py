@@ -39,8 +39,11 @@ def test_each_experiment_runs_on_a_reduced_grid_into_a_report(cli, mnist_root, s
     corpus = mnist_root / "tinyshakespeare"  # paths.data_dir holds every data set the experiments read
     if not corpus.exists():
         corpus.symlink_to(shakespeare_path.parent, target_is_directory=True)
-    params = {k: two_values(k, str(v)) for k, v in composed(name).hydra.sweeper.params.items()}
-    grid = [f"{k}={','.join(v)}" for k, v in params.items()]
+    cfg = composed(name)
+    params = {k: two_values(k, str(v)) for k, v in cfg.hydra.sweeper.params.items()}
+    grid = [f"{k}={','.join(v)}" for k, v in params.items()] + ["data.eval_batch_size=100"]  # 2 test batches: 200
+    if "samples" in cfg.evaluation.get("tests", []):  # FID/KID of 100 samples against a 1-epoch feature network
+        grid += ["evaluation.samples.num_samples=100", "evaluation.features.epochs=1"]
     proc = cli("train", "-m", f"experiment={name}", "debug=fast", *QUIET, f"paths.data_dir={mnist_root}", *grid,
                timeout=900)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
