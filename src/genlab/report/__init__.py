@@ -102,7 +102,7 @@ def report(
         name = f"plot_{slug(p['y'])}_vs_{slug(p['x'])}.png"
         figures.append(line_plot([r for r in rows if r.status == "ok"], p, context, folder / name, verdict.marks))
     if spec.get("images"):
-        image = montage(jobs, spec["images"], context, folder / f"images_{slug(spec['images']['file'])}")
+        image = montage(jobs, spec["images"], context, folder / f"images_{slug(Path(spec['images']['file']).stem)}.png")
         figures += [image] if image else []
     counts = {s: sum(j.status == s for j in jobs) for s in dict.fromkeys(j.status for j in jobs)}
     seeds = max((r.seeds for r in rows if r.status == "ok"), default=0)
