@@ -17,9 +17,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from genlab.checks import positive_int
+from genlab.checks import one_of, positive_int
 from genlab.errors import ConfigError
 from genlab.nn.mlp import widths
+
+NORMS = ("none", "batch")
+
+
+def norm_layer(norm: str, channels: int) -> list[nn.Module]:
+    """``[BatchNorm2d(channels)]`` for ``norm="batch"`` (Ioffe & Szegedy 2015), ``[]`` for ``"none"``."""
+    return [nn.BatchNorm2d(channels)] if norm == "batch" else []
 
 
 def stage_sizes(size: int, num_stages: int) -> list[int]:
@@ -51,19 +58,24 @@ class ConvEncoder(nn.Module):
         shape: ``(C, H, W)``.
         out_features: output width.
         channels: output channels of each stage, input side first, e.g. ``(32, 64)`` (at least one).
+        norm: ``none``, or ``batch`` for batch normalization after each stage's convolution.
 
     Raises:
-        ConfigError: for data that are not ``(C, H, W)`` images, or empty or non-positive ``channels``.
+        ConfigError: for data that are not ``(C, H, W)`` images, empty or non-positive ``channels``, or an
+            unknown ``norm``.
     """
 
-    def __init__(self, *, shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64)) -> None:
+    def __init__(
+        self, *, shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64), norm: str = "none"
+    ) -> None:
         super().__init__()
         c, h, w = image_shape("ConvEncoder", shape)
         channels = widths("channels", channels, non_empty=True)
         out_features = positive_int("out_features", out_features)
+        norm = one_of("norm", norm, NORMS)
         layers: list[nn.Module] = []
         for c_out in channels:
-            layers += [nn.Conv2d(c, c_out, 3, stride=2, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(c, c_out, 3, stride=2, padding=1), *norm_layer(norm, c_out), nn.ReLU()]
             c = c_out
         self.features = nn.Sequential(*layers)
         hs, ws = stage_sizes(h, len(channels)), stage_sizes(w, len(channels))
@@ -85,17 +97,26 @@ class ConvDecoder(nn.Module):
         shape: ``(C, H, W)`` of the output.
         num_params: parameters per data dimension (1 for Bernoulli logits, 2 for mean and scale).
         channels: channels of each stage, coarse side first: the encoder's, reversed, e.g. ``(64, 32)``.
+        norm: ``none``, or ``batch`` for batch normalization after each transposed convolution.
 
     Raises:
-        ConfigError: for data that are not ``(C, H, W)`` images, or empty or non-positive ``channels``.
+        ConfigError: for data that are not ``(C, H, W)`` images, empty or non-positive ``channels``, or an
+            unknown ``norm``.
     """
 
     def __init__(
-        self, *, latent_dim: int, shape: Sequence[int], num_params: int = 1, channels: Sequence[int] = (64, 32)
+        self,
+        *,
+        latent_dim: int,
+        shape: Sequence[int],
+        num_params: int = 1,
+        channels: Sequence[int] = (64, 32),
+        norm: str = "none",
     ) -> None:
         super().__init__()
         c, h, w = image_shape("ConvDecoder", shape)
         chans = widths("channels", channels, non_empty=True)
+        norm = one_of("norm", norm, NORMS)
         latent_dim, num_params = positive_int("latent_dim", latent_dim), positive_int("num_params", num_params)
         self.out_shape = (num_params, c, h, w)
         hs, ws = stage_sizes(h, len(chans)), stage_sizes(w, len(chans))
@@ -110,6 +131,7 @@ class ConvDecoder(nn.Module):
             layers += [
                 nn.ReLU(),
                 nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad),
+                *norm_layer(norm, c_out),
             ]
         layers += [nn.ReLU(), nn.Conv2d(chans[-1], num_params * c, 3, padding=1)]
         self.body = nn.Sequential(*layers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,7 +28,7 @@ class LinearAutoencoder(GenerativeModel):
         data_spec: the data description; any kind.
         latent_dim: ``K``, ``1 <= K <= P``.
         tied: share the encoder and decoder matrices.
-        lr, weight_decay: Adam settings.
+        base: ``lr``, ``weight_decay``, ``optimizer``, ``scheduler`` (:class:`GenerativeModel`).
 
     Raises:
         ConfigError: for ``K`` outside ``[1, P]`` or a non-positive ``lr``.
@@ -37,10 +38,8 @@ class LinearAutoencoder(GenerativeModel):
     nll_kind = "none"
     capabilities = frozenset({"encode", "reconstruct"})
 
-    def __init__(
-        self, data_spec: Spec, latent_dim: int = 16, tied: bool = True, lr: float = 1e-3, weight_decay: float = 0.0
-    ) -> None:
-        super().__init__(data_spec, lr=lr, weight_decay=weight_decay)
+    def __init__(self, data_spec: Spec, latent_dim: int = 16, tied: bool = True, **base: Any) -> None:
+        super().__init__(data_spec, **base)
         self.refuse_tokens()
         p = self.num_features = self.spec.num_dims
         self.latent_dim = bounded_int("model.latent_dim", latent_dim, p, "features")
