@@ -82,3 +82,37 @@ def test_the_command_needs_only_the_files_it_never_imports_wandb_or_torch(tmp_pa
         [sys.executable, "-m", "genlab.report", str(tmp_path / "no")], capture_output=True, text=True
     )
     assert missing.returncode == 2 and "genlab: error: report:" in missing.stderr
+
+
+def test_rows_sort_by_the_given_keys_numbers_as_numbers_failed_rows_last(tmp_path):
+    sweep = tmp_path / "sweep"
+    order = [("b", 16), ("a", 64), ("b", 2), ("a", 8)]
+    for n, (model, k) in enumerate(order):
+        job(sweep / str(n), [f"model={model}", f"model.latent_dim={k}"], **{"test/loss": float(k)})
+    job(sweep / "4", ["model=a", "model.latent_dim=1"], status="failed", reason="boom")
+    text = report([str(sweep)], overrides={"sort": ["model", "model.latent_dim"]}).read_text()
+    rows = [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| a") or line.startswith("| b")]
+    assert rows == [["| a", "8"], ["| a", "64"], ["| b", "2"], ["| b", "16"], ["| a", "1"]]
+    unsorted = report([str(sweep)]).read_text()  # no sort: the jobs' order, failed rows last
+    assert [line.split(" | ")[1] for line in unsorted.splitlines() if line.startswith(("| a", "| b"))] == [
+        "16", "64", "2", "8", "1"
+    ]  # fmt: skip
+
+
+def test_the_sampling_cost_verdict_gives_the_slopes_and_the_ratios_it_was_given(tmp_path):
+    sweep = tmp_path / "sweep"
+    cases = [("vae_mlp", 64, 1e-4), ("vae_mlp", 1024, 4e-4), ("pixelcnn", 64, 1e-2), ("pixelcnn", 1024, 0.16),
+             ("pixelcnn_naive", 64, 0.1), ("pixelcnn_naive", 1024, 25.6)]  # fmt: skip
+    for n, (model, dims, seconds) in enumerate(cases):
+        job(sweep / str(n), [f"+sampling_case={model}_{dims}", f"case_model={model}"],
+            **{"sample/num_dims": dims, "sample/seconds_per_sample": seconds})  # fmt: skip
+    spec = {
+        "keys": ["case_model", "sample/num_dims"],
+        "columns": ["sample/seconds_per_sample", "sample/num_dims"],
+        "verdict": "genlab.report.verdicts.sampling_cost",
+    }
+    text = report([str(sweep)], overrides=spec).read_text()
+    assert "- vae_mlp: 0.0001 s at 64 dims, 0.0004 s at 1024 dims; seconds grow as dims^0.50." in text
+    assert "- pixelcnn: 0.01 s at 64 dims, 0.16 s at 1024 dims; seconds grow as dims^1.00." in text
+    assert "- PixelCNN, naive / cached sampler: 10.0x at 64 dims, 160.0x at 1024 dims." in text
+    assert "at 1024 dims: pixelcnn 400x, pixelcnn_naive 64000x slower per sample." in text

@@ -10,7 +10,8 @@ folder it was given, or into ``outputs/report/<timestamp>/`` for several. An exp
       columns: [test/recon_mse]                 # default: the swept keys and the headline metrics
       plots: [{x: model.latent_dim, y: test/recon_mse, hue: model, logx: true, logy: true}]
       images: {file: reconstructions.png, rows: model, where: {model.latent_dim: 8}}
-      verdict: genlab.experiments.pca_vs_autoencoders.verdict   # f(rows, spec) -> Verdict
+      sort: [model, model.latent_dim]           # order of the rows (default: the jobs' order)
+      verdict: genlab.report.verdicts.pca_vs_autoencoders   # f(rows, spec) -> Verdict
 
 Only files are read: it runs offline and never imports wandb (nor torch).
 """
@@ -27,7 +28,7 @@ from genlab.errors import DataError
 from genlab.report.jobs import Job, collect
 from genlab.report.plots import line_plot, montage
 from genlab.report.rules import Verdict, run_verdict
-from genlab.report.table import columns, markdown, rows_of, settings, swept_keys, write_csv
+from genlab.report.table import columns, markdown, rows_of, settings, sort_rows, swept_keys, write_csv
 
 __all__ = ["report", "collect"]
 
@@ -92,7 +93,7 @@ def report(
     metrics = columns(jobs, spec.get("columns"))
     plots = list(spec.get("plots") or [])
     measured = list(dict.fromkeys([*metrics, *(p["y"] for p in plots), *(spec.get("measure") or [])]))
-    rows = rows_of(jobs, keys, measured)
+    rows = sort_rows(rows_of(jobs, keys, measured), list(spec.get("sort") or []))
     verdict: Verdict = run_verdict([r for r in rows if r.status == "ok"], spec)
     folder = out_dir(paths, out)
     folder.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,30 @@ def rows_of(jobs: list[Job], keys: list[str], metrics: list[str]) -> list[Row]:
     return [*rows.values(), *failed]
 
 
+def sort_rows(rows: list[Row], by: list[str]) -> list[Row]:
+    """``rows`` ordered by the values of ``by`` (numbers as numbers, before words), finished rows first; ``by``
+    empty keeps the jobs' order."""
+    if not by:
+        return rows
+
+    def order(row: Row) -> list[tuple]:
+        values = [row.key.get(k, value_of(row.jobs[0], k) if row.jobs else "") for k in by]
+        numbers = [as_number(_float(v)) for v in values]
+        return [(row.status != "ok", 0.0, "")] + [
+            (False, n, "") if n is not None else (True, 0.0, str(v)) for n, v in zip(numbers, values)
+        ]
+
+    return sorted(rows, key=order)
+
+
+def _float(v: Any) -> float | None:
+    """``float(v)``, or ``None`` where that fails."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
 def columns(jobs: list[Job], wanted: list[str] | None) -> list[str]:
     """``wanted``, or the :data:`DEFAULT_COLUMNS` that some job has."""
     if wanted:

@@ -171,4 +171,11 @@ def sampling_cost(rows: list[Row], spec: dict[str, Any]) -> Verdict:
     if both:
         lines.append("PixelCNN, naive / cached sampler: " + ", ".join(f"{naive[d] / fast[d]:.1f}x at {fmt_k(d)} dims"
                                                                       for d in both) + ".")  # fmt: skip
+    vae = cost.get("vae_mlp", {})
+    if vae:
+        d = max(vae)
+        slower = [(by[d] / vae[d], m) for m, by in cost.items() if m != "vae_mlp" and d in by]
+        if slower:
+            lines.append(f"Against the VAE's one decoder pass at {fmt_k(d)} dims: "
+                         + ", ".join(f"{m} {x:.0f}x" for x, m in sorted(slower)) + " slower per sample.")  # fmt: skip
     return Verdict(lines)
