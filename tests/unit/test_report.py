@@ -116,3 +116,25 @@ def test_the_sampling_cost_verdict_gives_the_slopes_and_the_ratios_it_was_given(
     assert "- pixelcnn: 0.01 s at 64 dims, 0.16 s at 1024 dims; seconds grow as dims^1.00." in text
     assert "- PixelCNN, naive / cached sampler: 10.0x at 64 dims, 160.0x at 1024 dims." in text
     assert "at 1024 dims: pixelcnn 400x, pixelcnn_naive 64000x slower per sample." in text
+
+
+def test_readme_block_gets_the_table_the_budget_and_the_verdict_and_nothing_else_changes(tmp_path):
+    sweep = tmp_path / "sweep"
+    for n, k in enumerate((2, 4)):
+        folder = job(sweep / str(n), [f"model.latent_dim={k}", "paths.data_dir=/somewhere"], **{"test/loss": float(k)})
+        record = json.loads((folder / "metrics.json").read_text())
+        record["config"]["resolved"] = {"tags": ["bottleneck"], "trainer": {"max_epochs": 8, "max_time": None}}
+        (folder / "metrics.json").write_text(json.dumps(record))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bottleneck:begin -->\nold\n<!-- bottleneck:end -->\nrest\n")
+    report([str(sweep)], readme=str(readme), overrides={"verdict": "genlab.report.verdicts.bottleneck",
+                                                        "columns": ["val/best_loss"]})  # fmt: skip
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- bottleneck:begin -->\nMeasured ") and text.endswith(
+        "<!-- bottleneck:end -->\nrest\n"
+    )
+    assert "by `make sweep EXP=bottleneck` (2 jobs); settings: `the defaults`; training budget per job: " in text
+    assert "`trainer.max_epochs=8`." in text and "max_time" not in text and "/somewhere" not in text
+    assert "| model.latent_dim | seeds | status |" in text and "old" not in text
+    with pytest.raises(DataError, match="has no '<!-- bottleneck:begin -->'"):
+        report([str(sweep)], readme=str(tmp_path / "OTHER.md"))

@@ -129,8 +129,13 @@ def report(
     write_csv(rows, keys, measured, folder / "report.csv")
     if readme:
         name = next((str(j.config["tags"][-1]) for j in jobs if j.config.get("tags")), "report")
-        stamp = (
-            f"Measured {time.strftime('%Y-%m-%d')} by `make sweep EXP={name}`; settings: `{' '.join(settings(jobs))}`."
-        )
-        into_readme(Path(readme), name, f"{stamp}\n\n{markdown(rows, keys, metrics)}")
+        shown = [s for s in settings(jobs) if not s.startswith(("paths.", "logger", "callbacks.rich_progress_bar"))]
+        trainer = next((j.config["trainer"] for j in jobs if isinstance(j.config.get("trainer"), dict)), {})
+        budget = ", ".join(f"`trainer.{k}={trainer[k]}`" for k in ("max_epochs", "max_time", "max_steps")
+                           if trainer.get(k) not in (None, -1))  # fmt: skip
+        stamp = (f"Measured {time.strftime('%Y-%m-%d')} by `make sweep EXP={name}` ({len(jobs)} jobs); settings: "
+                 f"`{' '.join(shown) or 'the defaults'}`" + (f"; training budget per job: {budget}" if budget else "")
+                 + ".")  # fmt: skip
+        said = "".join(f"\n- {v}" for v in verdict.lines)
+        into_readme(Path(readme), name, f"{stamp}\n\n{markdown(rows, keys, metrics)}\n{said}".rstrip())
     return path

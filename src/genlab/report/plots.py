@@ -90,8 +90,8 @@ def montage(jobs: list[Job], spec: dict[str, Any], context: str, path: Path) -> 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
-    where_text = ", ".join(f"{k}={v}" for k, v in where.items())
-    fig.suptitle(f"{spec.get('title') or spec['file']} ({where_text})\n{context}", fontsize=9)
+    where_text = f" ({', '.join(f'{k}={v}' for k, v in where.items())})" if where else ""
+    fig.suptitle(f"{spec.get('title') or spec['file']}{where_text}\n{context}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
